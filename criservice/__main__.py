@@ -1,0 +1,5 @@
+import sys
+
+from criservice.cli import main
+
+sys.exit(main())

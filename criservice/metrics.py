@@ -1,0 +1,34 @@
+"""Prometheus metrics of the gRPC face, in a registry owned by one daemon."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+# Most CRI calls finish in well under a second; pulls and stops can take minutes.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.operations = Counter(
+            "criservice_grpc_operations", "CRI requests handled, by method and status code.",
+            ["method", "code"], registry=self.registry)
+        self.errors = Counter(
+            "criservice_grpc_errors", "CRI requests that failed, by method and status code.",
+            ["method", "code"], registry=self.registry)
+        self.latency = Histogram(
+            "criservice_grpc_operation_duration_seconds", "Time to answer a CRI request, by method.",
+            ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.operations.labels(method, code).inc()
+        if code != "OK":
+            self.errors.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)
+
+    def serve(self, address: str) -> None:
+        """Serve /metrics on HOST:PORT from a background thread."""
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)

@@ -1,0 +1,122 @@
+"""Daemon start-up and shutdown: locks, directories, the gRPC server on its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+
+import grpc
+
+from criservice import __version__, services
+from criservice.config import Config
+from criservice.deps import Deps
+from criservice.interceptors import ErrorMappingInterceptor
+from criservice.metrics import Metrics
+from runtime.locks import PidLock
+from runtime.state import StateDB
+
+log = logging.getLogger("criservice.server")
+
+# The kubelet sends and accepts up to 16 MiB (large ListContainers answers).
+MAX_MESSAGE = 16 * 1024 * 1024
+SHUTDOWN_GRACE = 10.0
+
+
+def socket_lock_path(config: Config) -> str:
+    return config.api.socket + ".lock"
+
+
+def state_lock_path(config: Config) -> str:
+    return os.path.join(config.paths.state_dir, "criservice.lock")
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.locks = [PidLock(socket_lock_path(config)), PidLock(state_lock_path(config))]
+        self.server: grpc.aio.Server | None = None
+        self.deps: Deps | None = None
+        self._stop = asyncio.Event()
+        self._locked = False  # only the lock holder may touch the socket
+
+    def _prepare_dirs(self) -> None:
+        for d in (self.config.paths.state_dir, self.config.paths.run_dir,
+                  os.path.dirname(self.config.api.socket)):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        # The socket's directory is the access gate: only root may enter it.
+        os.chmod(os.path.dirname(self.config.api.socket), 0o700)
+
+    def _clear_stale_socket(self) -> None:
+        path = self.config.api.socket
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SystemExit(f"criservice: {path} exists and is not a socket; refusing to replace it")
+        os.unlink(path)  # we hold the lock, so no live criservice serves it
+
+    async def start(self) -> None:
+        for lock in self.locks:
+            lock.acquire()
+        self._locked = True
+        self._prepare_dirs()
+        self._clear_stale_socket()
+        metrics = Metrics()
+        db = StateDB(os.path.join(self.config.paths.state_dir, "state.db"))
+        self.deps = Deps(self.config, db, metrics)
+        self.server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor(metrics)],
+            options=[("grpc.max_send_message_length", MAX_MESSAGE),
+                     ("grpc.max_receive_message_length", MAX_MESSAGE)])
+        services.register(self.server, self.deps)
+        old_umask = os.umask(0o177)  # never a moment with a world-usable socket
+        try:
+            self.server.add_insecure_port("unix:" + self.config.api.socket)
+            await self.server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.config.api.socket, 0o660)
+        if self.config.metrics.address:
+            metrics.serve(self.config.metrics.address)
+        log.info("serving", extra={"fields": {
+            "socket": self.config.api.socket, "version": __version__, "pid": os.getpid(),
+            "metrics": self.config.metrics.address or "off"}})
+
+    def request_stop(self, signum: int | None = None) -> None:
+        if signum is not None:
+            log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(SHUTDOWN_GRACE)
+        if self._locked:
+            try:
+                os.unlink(self.config.api.socket)
+            except FileNotFoundError:
+                pass
+        if self.deps is not None:
+            self.deps.db.close()
+        for lock in reversed(self.locks):
+            lock.release()
+        if self._locked:
+            log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop, sig)
+    try:
+        await daemon.start()
+        await daemon.wait()
+    finally:
+        await daemon.stop()

@@ -1,0 +1,1 @@
+"""The machinery of criservice: no gRPC and no protobuf in here."""
