@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine, as root:
+#   1. installs what it needs (hack/install-deps.sh)
+#   2. unit tests (no root, seconds)
+#   3. brings up hack/e2e-env.sh and runs the integration and end-to-end tests
+#      (real runc, conmon, CNI, registry; crictl and critest as clients)
+#   4. tears the environment down, and exits non-zero if anything failed.
+# Extra arguments go to every pytest run (e.g. -x, -k NAME).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+"$ROOT/hack/install-deps.sh"
+PYTEST=("$ROOT/.venv/bin/python" -m pytest -ra)
+
+status=0
+echo "=== unit tests"
+"${PYTEST[@]}" tests/unit "$@" || status=1
+
+echo "=== integration and end-to-end tests (hack/e2e-env.sh up)"
+trap '"$ROOT/hack/e2e-env.sh" down' EXIT
+set -a
+# shellcheck disable=SC1090
+source <("$ROOT/hack/e2e-env.sh" up)
+set +a
+"${PYTEST[@]}" tests/integration tests/e2e "$@" || status=1
+
+if ((status)); then echo "=== FAILED"; else echo "=== all tests passed"; fi
+exit $status

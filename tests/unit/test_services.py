@@ -1,0 +1,146 @@
+"""The gRPC face, served in-process on a unix socket (no root needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from api import api_pb2 as pb, api_pb2_grpc
+from criservice import config as cfg, services
+from criservice.server import Daemon
+from tests.conftest import write_config
+
+
+def _tool(d: Path, name: str) -> str:
+    d.mkdir(exist_ok=True)
+    p = d / name
+    p.write_text(f'#!/bin/sh\necho "{name} version 9.9"\n')
+    p.chmod(0o755)
+    return str(p)
+
+
+@pytest.fixture
+async def daemon(short_tmp: Path) -> AsyncIterator[Daemon]:
+    bins = short_tmp / "bin"
+    extra = f"""
+[runtime]
+conmon = "{_tool(bins, 'conmon')}"
+[runtime.handlers.runc]
+path = "{_tool(bins, 'runc')}"
+[runtime.handlers.crun]
+path = "{bins}/crun-missing"
+"""
+    d = Daemon(cfg.load(write_config(short_tmp, extra)))
+    await d.start()
+    yield d
+    await d.stop()
+
+
+@pytest.fixture
+async def channel(daemon: Daemon) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel("unix:" + daemon.config.api.socket) as ch:
+        yield ch
+
+
+async def test_version(channel: grpc.aio.Channel) -> None:
+    v = await api_pb2_grpc.RuntimeServiceStub(channel).Version(pb.VersionRequest(version="v1"))
+    assert (v.version, v.runtime_name, v.runtime_api_version) == ("0.1.0", "criservice", "v1")
+    assert v.runtime_version
+
+
+async def test_status_conditions_and_handlers(channel: grpc.aio.Channel, daemon: Daemon) -> None:
+    rt = api_pb2_grpc.RuntimeServiceStub(channel)
+    s = await rt.Status(pb.StatusRequest())
+    cond = {c.type: c for c in s.status.conditions}
+    assert cond["RuntimeReady"].status is True
+    assert cond["NetworkReady"].status is False
+    assert cond["NetworkReady"].reason == "NetworkPluginNotReady"
+    assert "does not exist" in cond["NetworkReady"].message
+    assert [h.name for h in s.runtime_handlers] == ["", "runc"]  # crun's binary is missing
+    assert not s.info  # only with verbose
+
+    verbose = await rt.Status(pb.StatusRequest(verbose=True))
+    assert json.loads(verbose.info["config"])["api"]["socket"] == daemon.config.api.socket
+    handlers = {h["name"]: h for h in json.loads(verbose.info["runtimeHandlers"])}
+    assert "not found" in handlers["crun"]["error"]
+
+
+async def test_network_ready_with_a_config_and_plugins(channel: grpc.aio.Channel, daemon: Daemon,
+                                                      short_tmp: Path) -> None:
+    conf = Path(daemon.config.cni.conf_dir)
+    conf.mkdir()
+    (conf / "10-n.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "true"}]}))
+    rt = api_pb2_grpc.RuntimeServiceStub(channel)
+    s = await rt.Status(pb.StatusRequest())
+    net = [c for c in s.status.conditions if c.type == "NetworkReady"][0]
+    # "true" is in no configured bin dir: still not ready, and the plugin is named.
+    assert not net.status and "true not found" in net.message
+
+
+async def test_runtime_config_and_pod_cidr(channel: grpc.aio.Channel, daemon: Daemon) -> None:
+    rt = api_pb2_grpc.RuntimeServiceStub(channel)
+    r = await rt.RuntimeConfig(pb.RuntimeConfigRequest())
+    assert r.linux.cgroup_driver == pb.CgroupDriver.CGROUPFS
+    await rt.UpdateRuntimeConfig(pb.UpdateRuntimeConfigRequest(runtime_config=pb.RuntimeConfig(
+        network_config=pb.NetworkConfig(pod_cidr="10.244.1.0/24,fd00::/64"))))
+    s = await rt.Status(pb.StatusRequest(verbose=True))
+    assert json.loads(s.info["podCIDR"]) == "10.244.1.0/24,fd00::/64"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await rt.UpdateRuntimeConfig(pb.UpdateRuntimeConfigRequest(runtime_config=pb.RuntimeConfig(
+            network_config=pb.NetworkConfig(pod_cidr="10.244.1.0/33"))))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pod_cidr" in e.value.details() and "10.244.1.0/33" in e.value.details()
+
+
+async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
+        channel: grpc.aio.Channel) -> None:
+    implemented = {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig"}
+    for service_name in ("RuntimeService", "ImageService"):
+        service = pb.DESCRIPTOR.services_by_name[service_name]
+        for m in service.methods:
+            if m.name in implemented:
+                continue
+            request_cls = getattr(pb, m.input_type.name)
+            path = f"/runtime.v1.{service_name}/{m.name}"
+            response_cls = getattr(pb, m.output_type.name)
+            kind = channel.unary_stream if m.server_streaming else channel.unary_unary
+            call = kind(path, request_serializer=request_cls.SerializeToString,
+                        response_deserializer=response_cls.FromString)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                if m.server_streaming:
+                    async for _ in call(request_cls()):
+                        pass
+                else:
+                    await call(request_cls())
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED, m.name
+            assert e.value.details() == f"{service_name}.{m.name} is not implemented yet"
+
+
+def test_composed_services_cover_the_proto() -> None:
+    for cls, name in ((services.RuntimeService, "RuntimeService"), (services.ImageService, "ImageService")):
+        for m in pb.DESCRIPTOR.services_by_name[name].methods:
+            assert callable(getattr(cls, m.name))
+
+
+async def test_socket_and_directory_modes(daemon: Daemon) -> None:
+    sock = daemon.config.api.socket
+    assert os.stat(sock).st_mode & 0o777 == 0o660
+    assert os.stat(os.path.dirname(sock)).st_mode & 0o777 == 0o700
+
+
+async def test_metrics_count_operations(channel: grpc.aio.Channel, daemon: Daemon) -> None:
+    rt = api_pb2_grpc.RuntimeServiceStub(channel)
+    await rt.Version(pb.VersionRequest())
+    with pytest.raises(grpc.aio.AioRpcError):
+        await rt.ListPodSandbox(pb.ListPodSandboxRequest())
+    reg = daemon.deps.metrics.registry  # type: ignore[union-attr]
+    assert reg.get_sample_value("criservice_grpc_operations_total",
+                                {"method": "Version", "code": "OK"}) == 1
+    assert reg.get_sample_value("criservice_grpc_errors_total",
+                                {"method": "ListPodSandbox", "code": "UNIMPLEMENTED"}) == 1
