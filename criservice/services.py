@@ -13,6 +13,7 @@ import grpc
 
 from api import api_pb2, api_pb2_grpc
 from criservice.deps import Deps
+from criservice.images import ImageFs
 from criservice.runtime_info import RuntimeInfo
 from runtime import errors
 
@@ -44,9 +45,8 @@ class RuntimeService(RuntimeInfo, api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 
-class ImageService(api_pb2_grpc.ImageServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+class ImageService(ImageFs, api_pb2_grpc.ImageServiceServicer):
+    pass
 
 
 _complete(RuntimeService, api_pb2_grpc.RuntimeServiceServicer, "RuntimeService")

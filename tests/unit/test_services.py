@@ -100,7 +100,7 @@ async def test_runtime_config_and_pod_cidr(channel: grpc.aio.Channel, daemon: Da
 
 async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
         channel: grpc.aio.Channel) -> None:
-    implemented = {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig"}
+    implemented = {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig", "ImageFsInfo"}
     for service_name in ("RuntimeService", "ImageService"):
         service = pb.DESCRIPTOR.services_by_name[service_name]
         for m in service.methods:
@@ -144,3 +144,15 @@ async def test_metrics_count_operations(channel: grpc.aio.Channel, daemon: Daemo
                                 {"method": "Version", "code": "OK"}) == 1
     assert reg.get_sample_value("criservice_grpc_errors_total",
                                 {"method": "ListPodSandbox", "code": "UNIMPLEMENTED"}) == 1
+
+
+async def test_image_fs_info_reports_both_filesystems(channel: grpc.aio.Channel, daemon: Daemon) -> None:
+    root = Path(daemon.config.image_root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "blob").write_bytes(b"x" * 10000)
+    info = await api_pb2_grpc.ImageServiceStub(channel).ImageFsInfo(pb.ImageFsInfoRequest())
+    (images,), (containers,) = info.image_filesystems, info.container_filesystems
+    assert images.fs_id.mountpoint == str(root)
+    assert images.used_bytes.value >= 10000 and images.inodes_used.value >= 1
+    assert containers.fs_id.mountpoint.endswith("/containers")
+    assert images.timestamp > 0
