@@ -1,0 +1,1 @@
+"""Images: references, the registry client, layer unpacking, the store and pulls."""
