@@ -16,7 +16,7 @@ PACKAGES=(
     docker-registry skopeo umoci
     # what hack/build-test-images.sh takes binaries from (see shared test-images notes)
     nginx-light apache2-bin gcc libc6-dev
-    curl jq tmux python3-venv
+    curl jq bc tmux python3-venv
 )
 
 missing=()
@@ -41,7 +41,7 @@ if [[ ! -x $ROOT/.venv/bin/python ]]; then
 fi
 stamp=$ROOT/.venv/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)
 if [[ ! -e $stamp ]]; then
-    "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]"
+    "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[dev]"
     rm -f "$ROOT"/.venv/.installed-* && touch "$stamp"
 fi
 
