@@ -143,6 +143,7 @@ class ImageConfig:
     pause_image: str = _opt("registry.k8s.io/pause:3.10", _nonempty)
     max_concurrent_downloads: int = _opt(3, _at_least(1))
     pull_progress_timeout: float = _opt(60.0, _at_least(1))
+    max_layer_bytes: int = _opt(64 * 2**30, _at_least(1))
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
 
 

@@ -57,6 +57,9 @@ pause_image = "registry.k8s.io/pause:3.10"
 max_concurrent_downloads = 3
 # Seconds a pull may go without receiving a byte before it is cancelled.
 pull_progress_timeout = 60.0
+# The most bytes one layer may unpack to; a layer beyond it is refused (a
+# decompression bomb cannot fill the disk). Default 64 GiB.
+max_layer_bytes = 68719476736
 
 # Registry mirrors and insecure registries, per registry host. Mirrors are
 # tried in order, then the registry itself. An http:// mirror is plain HTTP.

@@ -1,13 +1,19 @@
-"""What every CRI area of the daemon shares: the config, the state and the metrics."""
+"""What every CRI area of the daemon shares: the config, the state and the machinery."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from criservice.config import Config
 from criservice.metrics import Metrics
 from runtime.state import SettingsStore, StateDB
+
+if TYPE_CHECKING:
+    from runtime.images.puller import Puller
+    from runtime.images.store import ImageStore
+    from runtime.snapshots import Snapshots
 
 
 @dataclass
@@ -15,6 +21,9 @@ class Deps:
     config: Config
     db: StateDB
     metrics: Metrics
+    images: "ImageStore"
+    puller: "Puller"
+    snapshots: "Snapshots"
     started_at: float = field(default_factory=time.time)
 
     @property

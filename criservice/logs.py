@@ -51,3 +51,5 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
+    # httpx logs every request at INFO; a pull of a busy node would drown the log.
+    logging.getLogger("httpx").setLevel(max(_LEVELS[level], logging.WARNING))

@@ -22,6 +22,26 @@ class Metrics:
             "criservice_grpc_operation_duration_seconds", "Time to answer a CRI request, by method.",
             ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
 
+        self.pulls = Counter(
+            "criservice_image_pulls", "Image pulls, by result (success or failure).",
+            ["result"], registry=self.registry)
+        self.pull_bytes = Counter(
+            "criservice_image_pull_bytes", "Compressed layer bytes received from registries.",
+            registry=self.registry)
+        self.pull_duration = Histogram(
+            "criservice_image_pull_duration_seconds", "Time to pull an image, shared pulls counted once.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600), registry=self.registry)
+        self.layers = Counter(
+            "criservice_image_pull_layers", "Layers a pull needed: fetched, or reused from the store.",
+            ["source"], registry=self.registry)
+
+    def observe_pull(self, seconds: float, nbytes: int, fetched: int, reused: int, ok: bool) -> None:
+        self.pulls.labels("success" if ok else "failure").inc()
+        self.pull_bytes.inc(nbytes)
+        self.pull_duration.observe(seconds)
+        self.layers.labels("fetched").inc(fetched)
+        self.layers.labels("reused").inc(reused)
+
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.operations.labels(method, code).inc()
         if code != "OK":

@@ -15,7 +15,12 @@ from criservice.config import Config
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
 from criservice.metrics import Metrics
+from runtime.images.puller import Puller, PullStats
+from runtime.images.registry import RegistryClient
+from runtime.images.store import ImageStore
+from runtime.images.unpack import UnpackLimits
 from runtime.locks import PidLock
+from runtime.snapshots import Snapshots
 from runtime.state import StateDB
 
 log = logging.getLogger("criservice.server")
@@ -67,7 +72,7 @@ class Daemon:
         self._clear_stale_socket()
         metrics = Metrics()
         db = StateDB(os.path.join(self.config.paths.state_dir, "state.db"))
-        self.deps = Deps(self.config, db, metrics)
+        self.deps = self._machinery(db, metrics)
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(metrics)],
             options=[("grpc.max_send_message_length", MAX_MESSAGE),
@@ -86,6 +91,24 @@ class Daemon:
             "socket": self.config.api.socket, "version": __version__, "pid": os.getpid(),
             "metrics": self.config.metrics.address or "off"}})
 
+    def _machinery(self, db: StateDB, metrics: Metrics) -> Deps:
+        cfg = self.config
+        images = ImageStore(cfg.image_root, db)
+        images.recover()
+        snapshots = Snapshots(images, os.path.join(cfg.paths.state_dir, "containers"))
+        client = RegistryClient(cfg.image.registries, progress_timeout=cfg.image.pull_progress_timeout,
+                                user_agent=f"criservice/{__version__}")
+
+        def pulled(stats: PullStats, failure: BaseException | None) -> None:
+            metrics.observe_pull(stats.seconds, stats.bytes, stats.layers_fetched, stats.layers_reused,
+                                 failure is None)
+
+        puller = Puller(images, client, max_concurrent_downloads=cfg.image.max_concurrent_downloads,
+                        limits=UnpackLimits(max_bytes=cfg.image.max_layer_bytes,
+                                            allow_devices=os.geteuid() == 0),
+                        on_done=pulled)
+        return Deps(cfg, db, metrics, images, puller, snapshots)
+
     def request_stop(self, signum: int | None = None) -> None:
         if signum is not None:
             log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
@@ -103,6 +126,8 @@ class Daemon:
             except FileNotFoundError:
                 pass
         if self.deps is not None:
+            await self.deps.puller.close()
+            await self.deps.puller.client.aclose()
             self.deps.db.close()
         for lock in reversed(self.locks):
             lock.release()

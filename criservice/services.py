@@ -13,7 +13,7 @@ import grpc
 
 from api import api_pb2, api_pb2_grpc
 from criservice.deps import Deps
-from criservice.images import ImageFs
+from criservice.images import Images
 from criservice.runtime_info import RuntimeInfo
 from runtime import errors
 
@@ -45,7 +45,7 @@ class RuntimeService(RuntimeInfo, api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 
-class ImageService(ImageFs, api_pb2_grpc.ImageServiceServicer):
+class ImageService(Images, api_pb2_grpc.ImageServiceServicer):
     pass
 
 

@@ -88,10 +88,10 @@ up() {
     "$ROOT/hack/install-deps.sh" >/dev/null
     mkdir -p "$E2E_DIR"
     if ! curl -sf "http://$REGISTRY/v2/" >/dev/null; then
-        "$ROOT/hack/registry.sh" start
+        "$ROOT/hack/registry.sh" start >&2
         touch "$E2E_DIR/registry-started"
     fi
-    "$ROOT/hack/build-test-images.sh" --push "$REGISTRY"
+    "$ROOT/hack/build-test-images.sh" --push "$REGISTRY" >&2
     if [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && answers; then
         print_env
         return

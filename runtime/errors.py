@@ -26,6 +26,10 @@ class FailedPrecondition(CRIError):
     """The request is valid but the object is in the wrong state for it."""
 
 
+class PermissionDenied(CRIError):
+    """A registry or other party refused the credentials."""
+
+
 class DeadlineExceeded(CRIError):
     """The operation did not finish in the time it was given."""
 

@@ -23,6 +23,54 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: the image store. Layers are directories named by their row id (short
+    # paths keep overlay's lowerdir option under one page); images are named by
+    # tags and digests; snapshots pin the layers a container runs on.
+    """
+    CREATE TABLE blobs (
+        digest     TEXT PRIMARY KEY,
+        media_type TEXT NOT NULL,
+        data       BLOB NOT NULL
+    );
+    CREATE TABLE layers (
+        id         INTEGER PRIMARY KEY,
+        chain_id   TEXT NOT NULL UNIQUE,
+        diff_id    TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE images (
+        id              TEXT PRIMARY KEY,
+        manifest_digest TEXT NOT NULL,
+        size            INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        layer_id INTEGER NOT NULL REFERENCES layers(id),
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_layer ON image_layers(layer_id);
+    CREATE TABLE image_names (
+        name     TEXT PRIMARY KEY,
+        kind     TEXT NOT NULL CHECK (kind IN ('tag', 'digest')),
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    );
+    CREATE INDEX image_names_image ON image_names(image_id);
+    CREATE TABLE snapshots (
+        id         TEXT PRIMARY KEY,
+        image_id   TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE snapshot_layers (
+        snapshot_id TEXT NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,
+        layer_id    INTEGER NOT NULL REFERENCES layers(id),
+        PRIMARY KEY (snapshot_id, position)
+    );
+    CREATE INDEX snapshot_layers_layer ON snapshot_layers(layer_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
