@@ -49,7 +49,7 @@ class RuntimeInfo(Area):
         if request.verbose:
             layout = cgroups.detect()
             response.info["config"] = json.dumps(cfg.to_dict())
-            response.info["runtimeHandlers"] = json.dumps([
+            response.info["ociRuntimes"] = json.dumps([
                 {"name": h.name, "default": h.default, "path": h.binary.path,
                  "version": h.binary.version, "error": h.binary.error} for h in runtime.handlers])
             if runtime.conmon is not None:

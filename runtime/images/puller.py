@@ -120,9 +120,12 @@ class Puller:
         chains = chain_ids(diff_ids)
         self.store.hold(chains)  # no gc of these layers until the image is recorded
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._layer(image, desc, diff_id, chain, creds, stats))
-                         for desc, diff_id, chain in zip(image.layers, diff_ids, chains)]
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._layer(image, desc, diff_id, chain, creds, stats))
+                             for desc, diff_id, chain in zip(image.layers, diff_ids, chains)]
+            except BaseExceptionGroup as failed:  # the first layer failure says it; the rest were cancelled
+                raise failed.exceptions[0] from None
             layer_ids = [t.result().id for t in tasks]
             size = image.config.size + sum(d.size for d in image.layers)
             await asyncio.to_thread(
