@@ -116,7 +116,7 @@ down() {
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid"
             for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+            if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
         fi
     fi
     if [[ -e $E2E_DIR/registry-started ]]; then
@@ -124,11 +124,11 @@ down() {
     fi
     # Never let rm -rf walk into a mount a crashed daemon left (a pod's bind mounts
     # can lead to host directories): unmount everything below E2E_DIR first.
-    findmnt -rn -o TARGET | grep -F "$E2E_DIR/" | sort -r | while read -r m; do
+    findmnt -rn -o TARGET | { grep -F "$E2E_DIR/" || true; } | sort -r | while read -r m; do
         umount -l "$m" || true
     done
     # The bridge exists once a pod joined the network; it is ours to remove.
-    ip link show cri-e2e0 >/dev/null 2>&1 && ip link delete cri-e2e0
+    if ip link show cri-e2e0 >/dev/null 2>&1; then ip link delete cri-e2e0; fi
     rm -rf "$E2E_DIR"
 }
 

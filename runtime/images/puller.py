@@ -115,6 +115,13 @@ class Puller:
     async def _pull_image(self, ref: Reference, creds: registry.Credentials | None,
                           stats: PullStats) -> ImageRecord:
         image = await self.client.resolve(ref, creds)
+        known = self.store.get(image.config.digest)
+        if known is not None:  # the same image under another (or the same) name: just name it
+            await asyncio.to_thread(self.store.add_names, known.id, _names(ref, image))
+            stats.layers_reused = len(known.layer_ids)
+            record = self.store.get(known.id)
+            assert record is not None
+            return record
         config_bytes = await self.client.fetch_config(image, creds)
         diff_ids = _diff_ids(config_bytes, len(image.layers), str(ref))
         chains = chain_ids(diff_ids)

@@ -150,10 +150,11 @@ class ImageStore:
                              (image_id, manifest_digest, size, now))
                 conn.executemany("INSERT INTO image_layers (image_id, position, layer_id) VALUES (?, ?, ?)",
                                  [(image_id, i, lid) for i, lid in enumerate(layer_ids)])
-            conn.executemany(
-                "INSERT INTO image_names (name, kind, image_id) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, image_id = excluded.image_id",
-                [(name, kind, image_id) for name, kind in names])
+            _set_names(conn, image_id, names)
+
+    def add_names(self, image_id: str, names: list[tuple[str, str]]) -> None:
+        with self.db.transaction() as conn:
+            _set_names(conn, image_id, names)
 
     def _record(self, image_id: str) -> ImageRecord | None:
         rows = self.db.query("SELECT id, manifest_digest, size, created_at FROM images WHERE id = ?", (image_id,))
@@ -266,6 +267,14 @@ class ImageStore:
     def _remove_tree(path: str) -> None:
         if os.path.lexists(path):
             shutil.rmtree(path)
+
+
+def _set_names(conn: Any, image_id: str, names: list[tuple[str, str]]) -> None:
+    """Point names at an image; a name another image held moves (a re-pushed tag)."""
+    conn.executemany(
+        "INSERT INTO image_names (name, kind, image_id) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, image_id = excluded.image_id",
+        [(name, kind, image_id) for name, kind in names])
 
 
 def _is_hex(text: str) -> bool:
