@@ -87,6 +87,7 @@ class Images(Area):
         except TimeoutError:
             raise errors.DeadlineExceeded(
                 f"pulling {ref}: the request deadline passed; the pull goes on in the background") from None
+        self._usage.invalidate(self.deps.config.image_root)
         return pb.PullImageResponse(image_ref=image.id)
 
     async def ListImages(self, request: pb.ListImagesRequest,
@@ -127,6 +128,7 @@ class Images(Area):
         image = self._find(request.image)
         if image is not None:  # removing what is not there is success (idempotent)
             await asyncio.to_thread(self.deps.images.remove, image.id)
+            self._usage.invalidate(self.deps.config.image_root)
             log.info("image removed", extra={"fields": {"image": image.id, "tags": list(image.repo_tags)}})
         return pb.RemoveImageResponse()
 

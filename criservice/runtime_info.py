@@ -49,9 +49,10 @@ class RuntimeInfo(Area):
         if request.verbose:
             layout = cgroups.detect()
             response.info["config"] = json.dumps(cfg.to_dict())
-            response.info["ociRuntimes"] = json.dumps([
-                {"name": h.name, "default": h.default, "path": h.binary.path,
-                 "version": h.binary.version, "error": h.binary.error} for h in runtime.handlers])
+            # An object, not a list: crictl only decodes info values that are JSON objects.
+            response.info["ociRuntimes"] = json.dumps({
+                h.name: {"default": h.default, "path": h.binary.path,
+                         "version": h.binary.version, "error": h.binary.error} for h in runtime.handlers})
             if runtime.conmon is not None:
                 response.info["conmon"] = json.dumps(
                     {"path": runtime.conmon.path, "version": runtime.conmon.version,

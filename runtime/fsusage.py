@@ -61,6 +61,10 @@ class UsageCache:
         self._cache: dict[str, tuple[float, Usage]] = {}
         self._inflight: dict[str, asyncio.Future[Usage]] = {}
 
+    def invalidate(self, path: str) -> None:
+        """Forget a result: the tree changed (a pull or a removal finished)."""
+        self._cache.pop(path, None)
+
     async def get(self, path: str) -> Usage:
         hit = self._cache.get(path)
         if hit is not None and time.monotonic() - hit[0] < self.ttl:

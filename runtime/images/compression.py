@@ -76,9 +76,12 @@ def _guarded_read(src: BinaryIO) -> Reader:
     """src.read with I/O errors turned into DecompressionError."""
     def read(n: int) -> bytes:
         try:
-            return src.read(n) or b""
+            data = src.read(n)
         except OSError as e:
             raise DecompressionError(f"reading the layer stream: {e}") from e
+        if data is None:
+            raise DecompressionError("the layer stream is non-blocking; it must block")
+        return data
     return read
 
 

@@ -7,8 +7,9 @@ and an opaque-directory marker (`.wh..wh..opq`) becomes the directory's
 `trusted.overlay.opaque=y` xattr.
 
 The tar parser is our own, reading the stream strictly in order (no seeks), so
-it works on a pipe or an HTTP body, hashes every uncompressed byte for the
-diff_id, and counts them against the limits as they arrive.
+it works on a pipe or an HTTP body. A helper thread per call decompresses,
+hashes (for the diff_id) and counts the bytes against the limits a few chunks
+ahead of the parser; it is always joined before unpack_layer() returns.
 
 Security: nothing is ever written outside `dest`.
 - An entry path is made relative (a leading "/" is dropped, as OCI says) and
@@ -31,14 +32,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import stat
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from runtime.images import compression as _compression
 
 _CHUNK = 1 << 20                # uncompressed bytes pulled per read
+_READ_AHEAD = 4                 # chunks the decompressing thread may run ahead
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _META_MAX = 1 << 20             # the largest pax / GNU long-name record we accept
@@ -52,6 +57,7 @@ _WHITEOUT = b".wh."
 _OPAQUE = b".wh..wh..opq"
 _AUFS_META = b".wh..wh."
 _OPAQUE_XATTR = b"trusted.overlay.opaque"
+_OPAQUE_XATTRS = (_OPAQUE_XATTR, b"user.overlay.opaque")  # the only overlayfs xattrs a layer may carry
 
 # Entry kinds, from the tar typeflag.
 _REG, _LINK, _SYMLINK, _CHR, _BLK, _DIR, _FIFO = range(7)
@@ -111,17 +117,24 @@ def unpack_layer(src: BinaryIO, dest: str, compression: str,
     byte, trailing padding included; the caller compares it to the image
     config. `preserve_owners` (default: when running as root) applies the
     entries' numeric uid/gid; without it files belong to the caller.
-    Blocking and thread-safe. On error the caller removes `dest`.
+    Blocking and thread-safe (no chdir, no umask, no shared state); it runs one
+    helper thread of its own, joined before it returns. On error the caller
+    removes `dest`: nothing was written outside it.
     """
     owners = os.geteuid() == 0 if preserve_owners is None else preserve_owners
     try:
-        stream = _Stream(_compression.open_reader(src, compression), limits.max_bytes)
+        read = _compression.open_reader(src, compression)
+    except _compression.DecompressionError as e:
+        raise UnpackError(str(e)) from e
+    try:
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (_compression.DecompressionError, OSError) as e:
-        raise UnpackError(f"cannot unpack into {dest!r}: {e}") from e
+    except OSError as e:
+        raise UnpackError(f"cannot open the layer directory: {e}") from e
+    source = _ReadAhead(read, limits.max_bytes)
     try:
         if os.listdir(root_fd):
-            raise UnpackError(f"destination {dest!r} is not empty")
+            raise UnpackError(f"layer directory {dest!r} is not empty")
+        stream = _Stream(source.next_chunk)
         writer = _Writer(root_fd, owners, limits.allow_devices)
         try:
             entries = _unpack_entries(stream, writer, limits.max_entries)
@@ -132,8 +145,9 @@ def unpack_layer(src: BinaryIO, dest: str, compression: str,
     except _compression.DecompressionError as e:
         raise UnpackError(f"layer stream: {e}") from e
     finally:
+        source.close()
         os.close(root_fd)
-    return UnpackResult(stream.digest(), stream.size, entries)
+    return UnpackResult(source.digest(), source.size, entries)
 
 
 def _unpack_entries(stream: _Stream, writer: _Writer, max_entries: int) -> int:
@@ -150,27 +164,83 @@ def _unpack_entries(stream: _Stream, writer: _Writer, max_entries: int) -> int:
 
 # ---- the uncompressed byte stream ------------------------------------------------
 
-class _Stream:
-    """Uncompressed tar bytes, pulled in large chunks; hashed and counted as they arrive."""
+_END = object()  # the read-ahead thread's last queue item after the final chunk
+
+
+class _ReadAhead:
+    """Decompresses, hashes and counts the layer in a helper thread, a few chunks
+    ahead of the tar parser, so inflating overlaps with the file system calls
+    (zlib, zstd, hashlib and os.write all release the GIL).
+
+    The thread alone touches `src`. It always ends by queueing one final item
+    (_END or its exception); close() stops it and waits for that item, so no
+    thread outlives unpack_layer() and `src` is free when it returns.
+    """
 
     def __init__(self, read: _compression.Reader, max_bytes: int) -> None:
         self._read = read
         self._max = max_bytes
         self._sha = hashlib.sha256()
-        self.size = 0
+        self.size = 0  # read by the parser only after the thread's final item
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_READ_AHEAD)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="layer-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        final: object = _END
+        try:
+            while not self._stop.is_set():
+                data = self._read(_CHUNK)
+                if not data:
+                    break
+                self.size += len(data)
+                if self.size > self._max:
+                    raise LayerTooLarge(f"layer is larger than {self._max} bytes uncompressed")
+                self._sha.update(data)
+                self._queue.put(data)
+        except BaseException as e:  # handed to the parser thread, which raises it
+            final = e
+        self._queue.put(final)
+
+    def next_chunk(self) -> bytes:
+        """The next chunk; b"" at the end of the stream."""
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, bytes):
+            return item
+        self._ended = True
+        if isinstance(item, BaseException):
+            raise item
+        return b""
+
+    def close(self) -> None:
+        """Stop the thread (draining the queue so it can finish) and wait for it."""
+        self._stop.set()
+        while not self._ended:
+            self._ended = not isinstance(self._queue.get(), bytes)
+        self._thread.join()
+
+    def digest(self) -> str:
+        return "sha256:" + self._sha.hexdigest()
+
+
+class _Stream:
+    """Uncompressed tar bytes, consumed strictly in order from large chunks."""
+
+    def __init__(self, next_chunk: Callable[[], bytes]) -> None:
+        self._next_chunk = next_chunk
         self._buf = b""
         self._view = memoryview(self._buf)
         self._pos = 0
 
     def _fill(self) -> bool:
         """Replace the (used up) buffer with the next chunk; False at the end."""
-        data = self._read(_CHUNK)
+        data = self._next_chunk()
         if not data:
             return False
-        self.size += len(data)
-        if self.size > self._max:
-            raise LayerTooLarge(f"layer is larger than {self._max} bytes uncompressed")
-        self._sha.update(data)
         self._buf, self._view, self._pos = data, memoryview(data), 0
         return True
 
@@ -233,9 +303,6 @@ class _Stream:
         while self._fill():
             pass
         self._pos = len(self._buf)
-
-    def digest(self) -> str:
-        return "sha256:" + self._sha.hexdigest()
 
 
 # ---- tar headers -----------------------------------------------------------------
@@ -596,7 +663,10 @@ class _Writer:
         self._node_metadata(pfd, name, hdr, chmod=True)
 
     def _hardlink(self, path: bytes, parent: bytes, name: bytes, hdr: _Header) -> None:
-        target = _normalize(hdr.linkname)
+        try:
+            target = _normalize(hdr.linkname)
+        except _EntryError as e:
+            raise _EntryError(f"hard link target {_show(hdr.linkname)}: {e}") from None
         if target == path:
             return  # a link to itself: the file is already there
         tparent, _, tname = target.rpartition(b"/")
@@ -694,5 +764,5 @@ class _Writer:
 
 def _check_xattrs(xattrs: list[tuple[bytes, bytes]]) -> None:
     for key, _ in xattrs:
-        if key.startswith((b"trusted.overlay.", b"user.overlay.")) and not key.endswith(b".opaque"):
+        if key.startswith((b"trusted.overlay.", b"user.overlay.")) and key not in _OPAQUE_XATTRS:
             raise _EntryError(f"xattr {_show(key)} is overlayfs metadata; a layer may not set it")

@@ -35,7 +35,7 @@ def test_ready_with_real_runc_conmon_and_cni(daemon: DaemonProcess) -> None:
     assert cond["RuntimeReady"].status, cond["RuntimeReady"].message
     assert cond["NetworkReady"].status, cond["NetworkReady"].message
     assert "" in [h.name for h in s.runtime_handlers] and "runc" in [h.name for h in s.runtime_handlers]
-    runc = [h for h in json.loads(s.info["ociRuntimes"]) if h["name"] == "runc"][0]
+    runc = json.loads(s.info["ociRuntimes"])["runc"]
     assert runc["version"].startswith("runc version")
     assert json.loads(s.info["conmon"])["version"].startswith("conmon version")
     assert json.loads(s.info["cgroups"])["mode"] in ("v1", "hybrid", "v2")

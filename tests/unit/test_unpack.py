@@ -194,6 +194,55 @@ def test_reads_a_pipe_sequentially(dest: Path) -> None:
     assert result.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest()
 
 
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "layer-read-ahead"]
+
+
+def test_an_early_error_on_a_pipe_does_not_hang(dest: Path) -> None:
+    """The unpacker stops reading mid-stream; the feeder gets EPIPE once the caller closes the pipe."""
+    data = tar(reg("../evil"), *(reg(f"f{i}", os.urandom(100_000)) for i in range(100)))
+    r, w = os.pipe()
+    broken: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            with os.fdopen(w, "wb") as out:
+                out.write(data)
+        except BrokenPipeError as e:
+            broken.append(e)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    src = os.fdopen(r, "rb")
+    with pytest.raises(UnpackError, match="path leaves the layer directory"):
+        unpack_layer(src, str(dest), "none")
+    assert not _read_ahead_threads()
+    src.close()  # as the caller does
+    feeder.join(timeout=10)
+    assert not feeder.is_alive() and broken
+
+
+def test_source_errors(dest: Path, tmp_path: Path) -> None:
+    class Failing(io.RawIOBase):
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+            raise self.error
+
+    with pytest.raises(UnpackError, match="reading the layer stream: .*connection reset"):
+        unpack_layer(Failing(ConnectionResetError("connection reset")), str(dest), "gzip")
+    # Not ours to translate: the caller's own exceptions come back unchanged.
+    with pytest.raises(KeyError):
+        unpack_layer(Failing(KeyError("x")), str(dest), "none")
+    assert not _read_ahead_threads()
+    with pytest.raises(UnpackError, match="cannot open the layer directory"):
+        unpack(tar(reg("a")), tmp_path / "missing")
+
+
 def test_modes_times_and_read_only_directories(dest: Path) -> None:
     ns_mtime = {"mtime": "1600000000.123456789"}
     unpack(tar(
@@ -406,7 +455,8 @@ HOSTILE: list[tuple[str, Callable[[str], list[Member]], str]] = [
      "'a/b' is a symbolic link"),
     ("dotdot-into-symlink", lambda out: [symlink("s", out), reg("x/../s/file", b"x")], "symbolic link"),
     ("hardlink-etc-passwd", lambda out: [hardlink("h", "/etc/passwd")], "does not exist"),
-    ("hardlink-dotdot", lambda out: [hardlink("h", "../outside/secret")], "path leaves the layer directory"),
+    ("hardlink-dotdot", lambda out: [hardlink("h", "../outside/secret")],
+     "hard link target '../outside/secret': path leaves the layer directory"),
     ("hardlink-through-symlink", lambda out: [symlink("s", out), hardlink("h", "s/secret")],
      "hard link target 's/secret': 's' is a symbolic link"),
     ("hardlink-name-through-symlink", lambda out: [reg("a"), symlink("s", out), hardlink("s/h", "a")],
@@ -434,6 +484,7 @@ def test_hostile_layers_are_refused(dest: Path, tmp_path: Path, outside: Path,
     with pytest.raises(UnpackError, match=message.replace("(", r"\(")):
         unpack(tar(*build(str(outside))), dest)
     assert_untouched(tmp_path, outside)
+    assert not _read_ahead_threads()
     after = os.stat("/etc/passwd")
     assert (after.st_nlink, after.st_mtime_ns, after.st_ctime_ns) == \
         (passwd.st_nlink, passwd.st_mtime_ns, passwd.st_ctime_ns)
@@ -452,6 +503,7 @@ def test_gzip_bomb_is_stopped_early(dest: Path) -> None:
     assert time.monotonic() - start < 2
     assert src.tell() < len(bomb) // 2  # one 256 KiB read of ~1 MB
     assert (dest / "bomb").stat().st_size <= 4 << 20
+    assert not _read_ahead_threads()
 
 
 def test_too_many_entries(dest: Path) -> None:
