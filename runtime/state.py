@@ -71,6 +71,45 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX snapshot_layers_layer ON snapshot_layers(layer_id);
     """,
+    # 3: pod sandboxes and containers. `config` holds the CRI request's config as
+    # the gRPC face serialised it: opaque here, so runtime/ stays protocol-free.
+    """
+    CREATE TABLE sandboxes (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        namespace   TEXT NOT NULL,
+        uid         TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        handler     TEXT NOT NULL,
+        config      BLOB NOT NULL,
+        labels      TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        details     TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX sandboxes_name ON sandboxes(name, namespace, uid, attempt);
+    CREATE TABLE containers (
+        id          TEXT PRIMARY KEY,
+        sandbox_id  TEXT NOT NULL REFERENCES sandboxes(id),
+        name        TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL DEFAULT 0,
+        finished_at INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER NOT NULL DEFAULT 0,
+        reason      TEXT NOT NULL DEFAULT '',
+        message     TEXT NOT NULL DEFAULT '',
+        image_id    TEXT NOT NULL,
+        image_ref   TEXT NOT NULL,
+        config      BLOB NOT NULL,
+        labels      TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        details     TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX containers_name ON containers(sandbox_id, name, attempt);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
