@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
 
@@ -139,8 +139,9 @@ def _zstd_reader(src: BinaryIO) -> Reader:
     zstandard's stream reader bounds each call's output, which is what stops a
     bomb; it does not report a stream cut inside a frame. Such a cut shows up as
     a truncated tar, or at the latest as a diff_id mismatch."""
+    guarded = cast(IO[bytes], _GuardedSource(src))  # stream_reader only calls .read()
     reader = zstandard.ZstdDecompressor().stream_reader(
-        _GuardedSource(src), read_size=_IN_CHUNK, read_across_frames=True, closefd=False)
+        guarded, read_size=_IN_CHUNK, read_across_frames=True, closefd=False)
 
     def read(n: int) -> bytes:
         try:
