@@ -11,13 +11,20 @@ import os
 import shutil
 import socket
 import subprocess
+import datetime
+import ipaddress
 import tarfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 DOCKER_REGISTRY = shutil.which("docker-registry")
 needs_registry = pytest.mark.skipif(DOCKER_REGISTRY is None,
@@ -156,3 +163,38 @@ def stop_registry(reg: Registry) -> None:
         reg.proc.wait()
 
 
+
+
+# TLS material and htpasswd ------------------------------------------------------
+
+
+def self_signed(path: Path, name: str, key: Any) -> Path:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def write_key(path: Path, key: Any) -> Path:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def bcrypt_hash(password: str) -> str:
+    """bcrypt through libc's crypt(3) (libxcrypt); docker-registry reads only bcrypt htpasswd."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    if not hashed or not hashed.startswith("$2"):
+        pytest.skip("libc crypt(3) cannot make bcrypt hashes for the htpasswd file")
+    return hashed

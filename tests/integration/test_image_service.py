@@ -196,3 +196,43 @@ def test_kill_during_a_pull_leaves_nothing_and_the_next_pull_works(
     assert len(layers) == 3
     rootfs_files = {f for layer in layers for f in os.listdir(short_tmp / "state/images/layers" / layer)}
     assert rootfs_files == {"blob0", "blob1", "blob2"}
+
+
+def test_pull_with_basic_auth_over_tls(short_tmp: Path) -> None:
+    """AuthConfig from the request reaches a registry that wants Basic auth over (self-signed) TLS."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.registry_helpers import bcrypt_hash, self_signed, write_key
+    tls = short_tmp / "tls"
+    tls.mkdir()
+    key = ec.generate_private_key(ec.SECP256R1())
+    htpasswd = tls / "htpasswd"
+    htpasswd.write_text(f"alice:{bcrypt_hash('s3cret')}\n")
+    reg = start_registry(tls / "registry", f"""  tls:
+    certificate: {self_signed(tls / 'tls.crt', '127.0.0.1', key)}
+    key: {write_key(tls / 'tls.key', key)}
+auth:
+  htpasswd:
+    realm: test
+    path: {htpasswd}
+""", scheme="https")
+    d = DaemonProcess(write_config(short_tmp, f'[image.registries."{reg.host}"]\ninsecure = true\n'))
+    try:
+        image = make_image()
+        with httpx.Client(verify=False, auth=("alice", "s3cret")) as c:
+            push_image(c, reg.base, "private/app", "1", image)
+        d.start()
+        ref = f"{reg.host}/private/app:1"
+        with pytest.raises(grpc.RpcError) as e:
+            pull(d, ref)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and reg.host in e.value.details()
+        bad = pb.PullImageRequest(image=pb.ImageSpec(image=ref), auth=pb.AuthConfig(username="alice", password="no"))
+        with pytest.raises(grpc.RpcError) as e:
+            images(d).PullImage(bad, timeout=30)
+        assert "401" in e.value.details() and reg.host in e.value.details()
+        good = pb.PullImageRequest(image=pb.ImageSpec(image=ref),
+                                   auth=pb.AuthConfig(username="alice", password="s3cret"))
+        assert images(d).PullImage(good, timeout=30).image_ref == image.config_digest
+    finally:
+        d.kill()
+        stop_registry(reg)

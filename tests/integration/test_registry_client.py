@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import hashlib
 import http.server
-import ipaddress
 import json
 import shutil
 import tempfile
@@ -21,7 +19,6 @@ import threading
 import time
 import urllib.parse
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +26,11 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
 
 from runtime.images import reference, registry
-from tests.registry_helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+from tests.registry_helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, bcrypt_hash, self_signed, write_key,
                                     BuiltImage, Registry, free_port, make_image, needs_registry,
                                     push_blob, push_image, push_manifest, sha256, start_registry,
                                     stop_registry)
@@ -62,38 +57,6 @@ def tmp() -> Iterator[Path]:
 
 
 # TLS material, htpasswd, JWTs --------------------------------------------------
-
-
-def self_signed(path: Path, name: str, key: Any) -> Path:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def write_key(path: Path, key: Any) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return path
-
-
-def bcrypt_hash(password: str) -> str:
-    """bcrypt through libc's crypt(3) (libxcrypt); docker-registry reads only bcrypt htpasswd."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    if not hashed or not hashed.startswith("$2"):
-        pytest.skip("libc crypt(3) cannot make bcrypt hashes for the htpasswd file")
-    return hashed
 
 
 def b64url(data: bytes) -> str:
