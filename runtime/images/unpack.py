@@ -36,7 +36,7 @@ import queue
 import shutil
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -256,46 +256,32 @@ class _Stream:
             return None
         return got + self.read(_BLOCK - len(got))
 
-    def read(self, n: int) -> bytes:
-        """Exactly n bytes (n is small: headers and extended records)."""
-        parts: list[bytes] = []
+    def _spans(self, n: int, inside: str) -> Iterator[memoryview]:
+        """The next n bytes as views into the chunk buffers, without copying them."""
         while n:
             avail = len(self._buf) - self._pos
             if not avail:
                 if not self._fill():
-                    raise UnpackError("layer is truncated: the tar stream ends inside a record")
+                    raise UnpackError(f"layer is truncated: the tar stream ends inside {inside}")
                 avail = len(self._buf)
             take = min(avail, n)
-            parts.append(self._buf[self._pos:self._pos + take])
+            yield self._view[self._pos:self._pos + take]
             self._pos += take
             n -= take
-        return b"".join(parts)
+
+    def read(self, n: int) -> bytes:
+        """Exactly n bytes (n is small: headers and extended records)."""
+        return b"".join(bytes(span) for span in self._spans(n, "a record"))
 
     def copy_to(self, fd: int, n: int) -> None:
         """Write the next n bytes to fd, straight from the chunk buffers."""
-        while n:
-            avail = len(self._buf) - self._pos
-            if not avail:
-                if not self._fill():
-                    raise UnpackError("layer is truncated: the tar stream ends inside a file")
-                avail = len(self._buf)
-            take = min(avail, n)
-            view = self._view[self._pos:self._pos + take]
+        for view in self._spans(n, "a file"):
             while view:
                 view = view[os.write(fd, view):]
-            self._pos += take
-            n -= take
 
     def skip(self, n: int) -> None:
-        while n:
-            avail = len(self._buf) - self._pos
-            if not avail:
-                if not self._fill():
-                    raise UnpackError("layer is truncated: the tar stream ends inside a record")
-                avail = len(self._buf)
-            take = min(avail, n)
-            self._pos += take
-            n -= take
+        for _ in self._spans(n, "a record"):
+            pass
 
     def drain(self) -> None:
         """Read (and hash) everything after the end-of-archive marker."""
