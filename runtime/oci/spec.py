@@ -105,6 +105,7 @@ class HostInfo:
     mountinfo_path: str = "/proc/self/mountinfo"
     apparmor_profiles_path: str = "/sys/kernel/security/apparmor/profiles"
     seccomp_default_path: str = seccomp.DEFAULT_PROFILE
+    min_oom_score_adj: int = -1000               # lowest oom_score_adj a container may get here
 
     @property
     def rro_supported(self) -> bool:
@@ -119,7 +120,26 @@ def detect_host() -> HostInfo:
     return HostInfo(cgroup_v2=v2, swap_controller=_swap_controller(v2),
                     hugetlb_controller="hugetlb" in layout.controllers,
                     all_caps=_grantable_caps(), apparmor_enabled=_apparmor_enabled(),
-                    kernel=seccomp.host_kernel(), arch=seccomp.host_arch())
+                    kernel=seccomp.host_kernel(), arch=seccomp.host_arch(),
+                    min_oom_score_adj=_min_oom_score_adj())
+
+
+def _min_oom_score_adj() -> int:
+    """Without CAP_SYS_RESOURCE a process may not go below its own oom_score_adj
+    (rootless and nested hosts): what containers ask for is clamped to it, as
+    containerd's restrict_oom_score_adj does."""
+    if "CAP_SYS_RESOURCE" in _grantable_caps():
+        return -1000
+    with open("/proc/self/oom_score_adj") as f:
+        return int(f.read())
+
+
+def clamp_oom_score_adj(value: int, host: HostInfo, who: str) -> int:
+    if value >= host.min_oom_score_adj:
+        return value
+    log.warning("oom_score_adj clamped: CAP_SYS_RESOURCE is missing", extra={"fields": {
+        "container": who, "asked": value, "set": host.min_oom_score_adj}})
+    return host.min_oom_score_adj
 
 
 def _grantable_caps() -> tuple[str, ...]:
@@ -210,7 +230,7 @@ def _process(container: ContainerInput, sandbox: SandboxInput, image: ImageInput
         "noNewPrivileges": sec.no_new_privs,
     }
     if container.resources is not None:
-        process["oomScoreAdj"] = container.resources.oom_score_adj
+        process["oomScoreAdj"] = clamp_oom_score_adj(container.resources.oom_score_adj, host, container.name)
     profile_name = apparmor_profile(sec.apparmor, privileged=sec.privileged, host=host,
                                     default=apparmor_default)
     if profile_name:
@@ -768,7 +788,7 @@ def build_infra_spec(sandbox: SandboxInput, image: ImageInput, *, rootfs: str, c
         "terminal": False, "user": _user(user), "args": args,
         "env": [f"{k}={v}" for k, v in env.items()], "cwd": "/",
         "capabilities": {k: [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")},
-        "noNewPrivileges": True, "oomScoreAdj": SANDBOX_OOM_SCORE_ADJ,
+        "noNewPrivileges": True, "oomScoreAdj": clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ, host, sandbox.id),
     }
     profile_name = apparmor_profile(pod.apparmor, privileged=pod.privileged, host=host,
                                     default=apparmor_default)

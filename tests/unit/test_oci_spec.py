@@ -642,3 +642,12 @@ def test_infra_spec(env: Env) -> None:
     with pytest.raises(errors.InvalidArgument, match="no entrypoint"):
         oci.build_infra_spec(sandbox, dataclasses.replace(pause, entrypoint=()), rootfs="r", cgroups_path="/p",
                              host=env.host)
+
+
+def test_negative_oom_score_adj_is_clamped_without_cap_sys_resource(env: Env) -> None:
+    c = env.container(resources=ResourcesInput(oom_score_adj=-997))
+    assert env.build(c)["process"]["oomScoreAdj"] == -997
+    clamped = env.build(c, host=env.host_with(min_oom_score_adj=0))
+    assert clamped["process"]["oomScoreAdj"] == 0
+    assert env.build(env.container(resources=ResourcesInput(oom_score_adj=500)),
+                     host=env.host_with(min_oom_score_adj=0))["process"]["oomScoreAdj"] == 500
