@@ -106,6 +106,7 @@ class ApiConfig:
 class PathsConfig:
     state_dir: str = _opt("/var/lib/criservice", _absolute)
     run_dir: str = _opt("/run/criservice", _absolute)
+    netns_dir: str = _opt("/var/run/netns", _absolute)
 
 
 @dataclass(frozen=True)

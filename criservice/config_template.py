@@ -19,6 +19,8 @@ socket = "/run/criservice/criservice.sock"
 state_dir = "/var/lib/criservice"
 # Volatile state: locks, runtime roots, conmon sockets. Lost on reboot by design.
 run_dir = "/run/criservice"
+# Where pod network namespaces are pinned (as `ip netns` does, so `ip netns list` shows them).
+netns_dir = "/var/run/netns"
 
 [runtime]
 # The handler used when a pod names no RuntimeClass handler.

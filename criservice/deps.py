@@ -11,8 +11,11 @@ from criservice.metrics import Metrics
 from runtime.state import SettingsStore, StateDB
 
 if TYPE_CHECKING:
+    from runtime.containers import ContainerManager
     from runtime.images.puller import Puller
     from runtime.images.store import ImageStore
+    from runtime.pods import PodManager
+    from runtime.records import ContainerStore, SandboxStore
     from runtime.snapshots import Snapshots
 
 
@@ -24,6 +27,10 @@ class Deps:
     images: "ImageStore"
     puller: "Puller"
     snapshots: "Snapshots"
+    sandboxes: "SandboxStore"
+    containers: "ContainerStore"
+    pods: "PodManager"
+    workloads: "ContainerManager"
     started_at: float = field(default_factory=time.time)
 
     @property

@@ -92,9 +92,9 @@ class Images(Area):
 
     async def ListImages(self, request: pb.ListImagesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
-        return pb.ListImagesResponse(images=self._list(request.filter))
+        return pb.ListImagesResponse(images=self._list_images(request.filter))
 
-    def _list(self, flt: pb.ImageFilter) -> list[pb.Image]:
+    def _list_images(self, flt: pb.ImageFilter) -> list[pb.Image]:
         if flt.image.image:
             try:
                 found = self.deps.images.lookup(flt.image.image)
@@ -105,7 +105,7 @@ class Images(Area):
 
     async def StreamImages(self, request: pb.StreamImagesRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamImagesResponse]:
-        images = self._list(request.filter)
+        images = self._list_images(request.filter)
         for start in range(0, len(images), 100):  # keep each message small
             yield pb.StreamImagesResponse(images=images[start:start + 100])
 

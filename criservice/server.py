@@ -15,11 +15,18 @@ from criservice.config import Config
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
 from criservice.metrics import Metrics
+from runtime.cni import CniNetwork
+from runtime.cni_config import CniConfigError, load_network
+from runtime.containers import ContainerManager
 from runtime.images.puller import Puller, PullStats
 from runtime.images.registry import RegistryClient
+from runtime import binaries
 from runtime.images.store import ImageStore
 from runtime.images.unpack import UnpackLimits
 from runtime.locks import PidLock
+from runtime.oci.runtime import OCIRuntime, RuncConmon
+from runtime.pods import PodManager
+from runtime.records import ContainerStore, SandboxStore
 from runtime.snapshots import Snapshots
 from runtime.state import StateDB
 
@@ -73,6 +80,8 @@ class Daemon:
         metrics = Metrics()
         db = StateDB(os.path.join(self.config.paths.state_dir, "state.db"))
         self.deps = self._machinery(db, metrics)
+        await self.deps.pods.recover()
+        await self.deps.workloads.recover()
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(metrics)],
             options=[("grpc.max_send_message_length", MAX_MESSAGE),
@@ -107,7 +116,34 @@ class Daemon:
                         limits=UnpackLimits(max_bytes=cfg.image.max_layer_bytes,
                                             allow_devices=os.geteuid() == 0),
                         on_done=pulled)
-        return Deps(cfg, db, metrics, images, puller, snapshots)
+        sandboxes, containers = SandboxStore(db), ContainerStore(db)
+        runtimes: dict[str, OCIRuntime] = {}
+        conmon = binaries.resolve(cfg.runtime.conmon) or cfg.runtime.conmon
+        for name, handler in cfg.runtime.handlers.items():
+            path = binaries.resolve(handler.path)
+            if path is None:
+                log.warning("runtime handler not found; left out", extra={"fields": {
+                    "handler": name, "path": handler.path}})
+                continue
+            runtimes[name] = RuncConmon(name, path, cfg.handler_root(name), conmon,
+                                        os.path.join(cfg.paths.run_dir, "conmon", name))
+        from criservice.containers import sandbox_input
+        workloads = ContainerManager(containers, sandboxes, images, snapshots, puller, runtimes,
+                                     cgroup_driver=cfg.runtime.cgroup_driver, pause_image=cfg.image.pause_image,
+                                     sandbox_input=sandbox_input)
+        pods = PodManager(sandboxes, run_dir=cfg.paths.run_dir, netns_dir=cfg.paths.netns_dir,
+                          network=self._network, infra=workloads)
+        return Deps(cfg, db, metrics, images, puller, snapshots, sandboxes, containers, pods, workloads)
+
+    def _network(self) -> CniNetwork:
+        """The pod network as configured now: a changed conflist applies to the next pod."""
+        cfg = self.config
+        try:
+            network = load_network(cfg.cni.conf_dir)
+        except CniConfigError as e:
+            from runtime import errors
+            raise errors.FailedPrecondition(f"the pod network is not ready: {e}") from None
+        return CniNetwork(network, cfg.cni.bin_dirs, os.path.join(cfg.paths.state_dir, "cni-cache"))
 
     def request_stop(self, signum: int | None = None) -> None:
         if signum is not None:
@@ -126,6 +162,7 @@ class Daemon:
             except FileNotFoundError:
                 pass
         if self.deps is not None:
+            await self.deps.workloads.close()
             await self.deps.puller.close()
             await self.deps.puller.client.aclose()
             self.deps.db.close()

@@ -13,8 +13,10 @@ import grpc
 
 from api import api_pb2, api_pb2_grpc
 from criservice.deps import Deps
+from criservice.containers import Containers
 from criservice.images import Images
 from criservice.runtime_info import RuntimeInfo
+from criservice.sandboxes import Sandboxes
 from runtime import errors
 
 
@@ -41,7 +43,7 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
     return cls
 
 
-class RuntimeService(RuntimeInfo, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeService(RuntimeInfo, Sandboxes, Containers, api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 

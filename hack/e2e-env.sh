@@ -60,6 +60,7 @@ socket = "$SOCKET"
 [paths]
 state_dir = "$E2E_DIR/state"
 run_dir = "$E2E_DIR/run"
+netns_dir = "$E2E_DIR/run/netns"
 
 [cni]
 conf_dir = "$E2E_DIR/cni"
@@ -97,6 +98,10 @@ up() {
         return
     fi
     write_config
+    start_daemon
+}
+
+start_daemon() {
     setsid "$ROOT/.venv/bin/criservice" --config "$E2E_DIR/criservice.toml" serve \
         </dev/null >>"$LOG" 2>&1 &
     echo $! > "$PIDFILE"
@@ -110,7 +115,7 @@ up() {
     exit 1
 }
 
-down() {
+stop_daemon() {
     if [[ -s $PIDFILE ]]; then
         pid=$(cat "$PIDFILE")
         if kill -0 "$pid" 2>/dev/null; then
@@ -119,6 +124,22 @@ down() {
             if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
         fi
     fi
+}
+
+# The daemon goes and comes back; pods and containers keep running.
+restart() {
+    stop_daemon
+    start_daemon
+}
+
+down() {
+    # Pods first, through the daemon, so that CNI releases their addresses.
+    if answers; then
+        "$CRICTL" --runtime-endpoint "unix://$SOCKET" --timeout 60s rmp -af >/dev/null 2>&1 || true
+    fi
+    stop_daemon
+    # Whatever a crashed daemon left running (its namespaces are mounts, unmounted below).
+    pkill -KILL -f "conmon .*$E2E_DIR/" 2>/dev/null || true
     if [[ -e $E2E_DIR/registry-started ]]; then
         "$ROOT/hack/registry.sh" stop --purge
     fi
@@ -135,6 +156,7 @@ down() {
 case ${1:-} in
     up) up ;;
     down) down ;;
+    restart) restart ;;
     env) print_env ;;
-    *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|restart|env" >&2; exit 2 ;;
 esac

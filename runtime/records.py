@@ -12,7 +12,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +211,3 @@ class ContainerStore(_Store):
 def now_ns() -> int:
     return time.time_ns()
 
-
-def match_labels(labels: dict[str, str], selector: Iterable[tuple[str, str]]) -> bool:
-    return all(labels.get(k) == v for k, v in selector)

@@ -100,7 +100,12 @@ async def test_runtime_config_and_pod_cidr(channel: grpc.aio.Channel, daemon: Da
 
 async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
         channel: grpc.aio.Channel) -> None:
-    implemented = {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig"} | {
+    implemented = {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
+                   "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "PodSandboxStatus",
+                   "ListPodSandbox", "StreamPodSandboxes", "CreateContainer", "StartContainer",
+                   "StopContainer", "RemoveContainer", "ContainerStatus", "ListContainers",
+                   "StreamContainers", "ExecSync", "UpdateContainerResources",
+                   "ReopenContainerLog"} | {
         m.name for m in pb.DESCRIPTOR.services_by_name["ImageService"].methods}
     for service_name in ("RuntimeService", "ImageService"):
         service = pb.DESCRIPTOR.services_by_name[service_name]
@@ -139,12 +144,12 @@ async def test_metrics_count_operations(channel: grpc.aio.Channel, daemon: Daemo
     rt = api_pb2_grpc.RuntimeServiceStub(channel)
     await rt.Version(pb.VersionRequest())
     with pytest.raises(grpc.aio.AioRpcError):
-        await rt.ListPodSandbox(pb.ListPodSandboxRequest())
+        await rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id="nope"))
     reg = daemon.deps.metrics.registry  # type: ignore[union-attr]
     assert reg.get_sample_value("criservice_grpc_operations_total",
                                 {"method": "Version", "code": "OK"}) == 1
     assert reg.get_sample_value("criservice_grpc_errors_total",
-                                {"method": "ListPodSandbox", "code": "UNIMPLEMENTED"}) == 1
+                                {"method": "PodSandboxStatus", "code": "NOT_FOUND"}) == 1
 
 
 async def test_image_fs_info_reports_both_filesystems(channel: grpc.aio.Channel, daemon: Daemon) -> None:
@@ -157,3 +162,17 @@ async def test_image_fs_info_reports_both_filesystems(channel: grpc.aio.Channel,
     assert images.used_bytes.value >= 10000 and images.inodes_used.value >= 1
     assert containers.fs_id.mountpoint.endswith("/containers")
     assert images.timestamp > 0
+
+
+def test_area_mixins_share_no_helper_names() -> None:
+    # The areas are mixed into one class: a helper defined in two areas would
+    # silently shadow the other one (this happened with `_list`).
+    areas = [c for c in services.RuntimeService.__mro__[1:] if c.__module__.startswith("criservice.")]
+    areas += [c for c in services.ImageService.__mro__[1:] if c.__module__.startswith("criservice.")]
+    seen: dict[str, str] = {}
+    for area in {a for a in areas if a.__name__ != "Area"}:
+        for name in vars(area):
+            if name.startswith("__"):
+                continue
+            assert name not in seen, f"{area.__name__}.{name} shadows {seen[name]}.{name}"
+            seen[name] = area.__name__

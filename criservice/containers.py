@@ -1,0 +1,182 @@
+"""Container RPCs: CreateContainer, StartContainer, StopContainer, RemoveContainer,
+ContainerStatus, ListContainers, StreamContainers, ExecSync, UpdateContainerResources,
+ReopenContainerLog."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import json_format
+
+from api import api_pb2 as pb
+from criservice import convert
+from criservice.deps import Area
+from criservice.listing import chunks, selected
+from criservice.sandboxes import sandbox_config
+from runtime import errors
+from runtime.oci.specinput import SandboxInput
+from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, ContainerRecord,
+                             SandboxRecord)
+
+_STATES = {CONTAINER_CREATED: pb.ContainerState.CONTAINER_CREATED,
+           CONTAINER_RUNNING: pb.ContainerState.CONTAINER_RUNNING,
+           CONTAINER_EXITED: pb.ContainerState.CONTAINER_EXITED}
+
+# ExecSync output is held in memory and sent in one message: bound it.
+EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024
+
+
+def sandbox_input(record: SandboxRecord) -> SandboxInput:
+    """What the OCI spec builder needs from a pod: the record's facts plus its CRI config."""
+    cfg = sandbox_config(record)
+    d = record.details
+    pod_dir = d.get("pod_dir", "")
+    return SandboxInput(
+        id=record.id, name=record.name, namespace=record.namespace, uid=record.uid, attempt=record.attempt,
+        hostname=d.get("hostname", ""), netns_path=d.get("netns"), ipc_ns_path=d.get("ipc_ns"),
+        uts_ns_path=d.get("uts_ns"), pid_ns_path=d.get("pid_ns"),
+        host_network=d.get("host_network", False), host_pid=d.get("host_pid", False),
+        host_ipc=d.get("host_ipc", False), cgroup_parent=d.get("cgroup_parent", ""),
+        sysctls=d.get("sysctls", {}), resolv_conf_path=f"{pod_dir}/resolv.conf",
+        hosts_path=f"{pod_dir}/hosts", hostname_path=f"{pod_dir}/hostname", shm_path=d.get("shm", ""),
+        labels=record.labels, annotations=record.annotations, log_directory=d.get("log_directory", ""),
+        runtime_handler=record.handler,
+        security=convert.pod_security_input(cfg.linux.security_context))
+
+
+def _config(record: ContainerRecord) -> pb.ContainerConfig:
+    return pb.ContainerConfig.FromString(record.config)
+
+
+def _metadata(record: ContainerRecord) -> pb.ContainerMetadata:
+    return pb.ContainerMetadata(name=record.name, attempt=record.attempt)
+
+
+def _state(record: ContainerRecord) -> int:
+    return _STATES.get(record.state, pb.ContainerState.CONTAINER_UNKNOWN)
+
+
+class Containers(Area):
+    def _image_ref(self, record: ContainerRecord) -> str:
+        """A digest the image can be pulled by again, as the kubelet shows it; else the id."""
+        image = self.deps.images.get(record.image_id)
+        return image.repo_digests[0] if image is not None and image.repo_digests else record.image_id
+
+    async def CreateContainer(self, request: pb.CreateContainerRequest,
+                              context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:
+        if not request.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is empty")
+        if not request.HasField("config"):
+            raise errors.InvalidArgument("config is missing")
+        sandbox = self.deps.sandboxes.get(request.pod_sandbox_id)
+        container = convert.container_input(request.config, request.sandbox_config
+                                            if request.HasField("sandbox_config") else sandbox_config(sandbox))
+        record = await self.deps.workloads.create(sandbox.id, container, image_ref=request.config.image.image,
+                                                  config=request.config.SerializeToString())
+        return pb.CreateContainerResponse(container_id=record.id)
+
+    async def StartContainer(self, request: pb.StartContainerRequest,
+                             context: grpc.aio.ServicerContext) -> pb.StartContainerResponse:
+        await self.deps.workloads.start(self.deps.containers.get(request.container_id).id)
+        return pb.StartContainerResponse()
+
+    async def StopContainer(self, request: pb.StopContainerRequest,
+                            context: grpc.aio.ServicerContext) -> pb.StopContainerResponse:
+        if not request.container_id:
+            raise errors.InvalidArgument("container_id is empty")
+        record = self.deps.containers.find(request.container_id)
+        if record is not None:  # stopping what is gone already is success
+            await self.deps.workloads.stop(record.id, request.timeout)
+        return pb.StopContainerResponse()
+
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest,
+                              context: grpc.aio.ServicerContext) -> pb.RemoveContainerResponse:
+        if not request.container_id:
+            raise errors.InvalidArgument("container_id is empty")
+        record = self.deps.containers.find(request.container_id)
+        if record is not None:  # removing what is gone already is success
+            await self.deps.workloads.remove(record.id)
+        return pb.RemoveContainerResponse()
+
+    async def ContainerStatus(self, request: pb.ContainerStatusRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
+        record = self.deps.containers.get(request.container_id)
+        cfg = _config(record)
+        status = pb.ContainerStatus(
+            id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
+            started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
+            image=pb.ImageSpec(image=record.image_ref, annotations=cfg.image.annotations),
+            image_ref=self._image_ref(record), image_id=record.image_id, reason=record.reason,
+            message=record.message, labels=record.labels, annotations=record.annotations,
+            mounts=cfg.mounts, log_path=record.details.get("log_path", ""),
+            stop_signal=cfg.stop_signal)
+        resources = record.details.get("resources")
+        if resources is not None:
+            status.resources.linux.CopyFrom(json_format.ParseDict(resources, pb.LinuxContainerResources()))
+        elif cfg.linux.HasField("resources"):
+            status.resources.linux.CopyFrom(cfg.linux.resources)
+        user = record.details.get("user")
+        if user:
+            status.user.linux.uid = user.get("uid", 0)
+            status.user.linux.gid = user.get("gid", 0)
+            status.user.linux.supplemental_groups.extend(user.get("additionalGids", []))
+        response = pb.ContainerStatusResponse(status=status)
+        if request.verbose:
+            response.info["info"] = json.dumps({
+                "sandboxID": record.sandbox_id, "pid": record.details.get("pid", 0),
+                "runtimeHandler": record.details.get("handler", ""), "bundle": record.details.get("bundle", ""),
+                "cgroupsPath": record.details.get("cgroups_path", "")})
+        return response
+
+    def _list_containers(self, flt: pb.ContainerFilter) -> list[pb.Container]:
+        out = []
+        for record in self.deps.containers.list():
+            if not selected(record, flt, _state(record), building=record.details.get("building", False)):
+                continue
+            if flt.pod_sandbox_id and not record.sandbox_id.startswith(flt.pod_sandbox_id):
+                continue
+            out.append(pb.Container(
+                id=record.id, pod_sandbox_id=record.sandbox_id, metadata=_metadata(record),
+                image=pb.ImageSpec(image=record.image_ref), image_ref=self._image_ref(record),
+                image_id=record.image_id, state=_state(record), created_at=record.created_at,
+                labels=record.labels, annotations=record.annotations))
+        return out
+
+    async def ListContainers(self, request: pb.ListContainersRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListContainersResponse:
+        return pb.ListContainersResponse(containers=self._list_containers(request.filter))
+
+    async def StreamContainers(self, request: pb.StreamContainersRequest,
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamContainersResponse]:
+        for chunk in chunks(self._list_containers(request.filter)):
+            yield pb.StreamContainersResponse(containers=chunk)
+
+    async def ExecSync(self, request: pb.ExecSyncRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ExecSyncResponse:
+        if not request.cmd:
+            raise errors.InvalidArgument("cmd is empty")
+        record = self.deps.workloads.running(request.container_id)
+        runtime = self.deps.workloads.runtime_for(record.details["handler"])
+        result = await runtime.exec_sync(record.id, list(request.cmd),
+                                         timeout=float(request.timeout) if request.timeout > 0 else None,
+                                         max_output=EXEC_SYNC_MAX_OUTPUT)
+        if result.timed_out:
+            raise errors.DeadlineExceeded(
+                f"command {list(request.cmd)!r} timed out after {request.timeout}s and was killed")
+        return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest,
+                                       context: grpc.aio.ServicerContext) -> pb.UpdateContainerResourcesResponse:
+        record = await self.deps.workloads.update(self.deps.containers.get(request.container_id).id,
+                                                  convert.resources_input(request.linux))
+        self.deps.containers.update_details(
+            record.id, resources=json_format.MessageToDict(request.linux, preserving_proto_field_name=False))
+        return pb.UpdateContainerResourcesResponse()
+
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.ReopenContainerLogResponse:
+        record = self.deps.workloads.running(request.container_id)
+        await self.deps.workloads.runtime_for(record.details["handler"]).reopen_log(record.id)
+        return pb.ReopenContainerLogResponse()

@@ -1,0 +1,136 @@
+"""Pod sandbox RPCs: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
+ListPodSandbox, StreamPodSandboxes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from api import api_pb2 as pb
+from criservice.deps import Area
+from criservice.listing import chunks, selected
+from runtime import errors
+from runtime.pods import PodRequest, PortMapping
+from runtime.records import SANDBOX_READY, SandboxRecord
+
+_PROTOCOLS = {pb.Protocol.TCP: "tcp", pb.Protocol.UDP: "udp", pb.Protocol.SCTP: "sctp"}
+
+
+def pod_request(request: pb.RunPodSandboxRequest) -> PodRequest:
+    """The runtime's view of a RunPodSandbox request; the CRI config itself is kept as bytes."""
+    cfg = request.config
+    if not request.HasField("config"):
+        raise errors.InvalidArgument("config is missing")
+    if not cfg.HasField("metadata"):
+        raise errors.InvalidArgument("config.metadata is missing")
+    ns = cfg.linux.security_context.namespace_options
+    if ns.network == pb.NamespaceMode.TARGET or ns.ipc == pb.NamespaceMode.TARGET:
+        raise errors.InvalidArgument("config.linux.security_context.namespace_options: "
+                                     "TARGET is only valid for the PID namespace of a container")
+    ports = []
+    for i, pm in enumerate(cfg.port_mappings):
+        if pm.protocol not in _PROTOCOLS:
+            raise errors.InvalidArgument(f"config.port_mappings[{i}].protocol: unknown protocol {pm.protocol}")
+        ports.append(PortMapping(_PROTOCOLS[pm.protocol], pm.container_port, pm.host_port, pm.host_ip))
+    return PodRequest(
+        name=cfg.metadata.name, namespace=cfg.metadata.namespace, uid=cfg.metadata.uid,
+        attempt=cfg.metadata.attempt, handler=request.runtime_handler, config=cfg.SerializeToString(),
+        hostname=cfg.hostname, log_directory=cfg.log_directory,
+        dns_servers=tuple(cfg.dns_config.servers), dns_searches=tuple(cfg.dns_config.searches),
+        dns_options=tuple(cfg.dns_config.options), port_mappings=tuple(ports),
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations),
+        host_network=ns.network == pb.NamespaceMode.NODE, host_ipc=ns.ipc == pb.NamespaceMode.NODE,
+        host_pid=ns.pid == pb.NamespaceMode.NODE,
+        # The CRI's zero value for the PID mode is POD: the pod's containers share one namespace.
+        shared_pid=ns.pid == pb.NamespaceMode.POD,
+        cgroup_parent=cfg.linux.cgroup_parent, sysctls=dict(cfg.linux.sysctls))
+
+
+def sandbox_config(record: SandboxRecord) -> pb.PodSandboxConfig:
+    return pb.PodSandboxConfig.FromString(record.config)
+
+
+def _state(record: SandboxRecord) -> int:
+    return pb.PodSandboxState.SANDBOX_READY if record.state == SANDBOX_READY else pb.PodSandboxState.SANDBOX_NOTREADY
+
+
+def _metadata(record: SandboxRecord) -> pb.PodSandboxMetadata:
+    return pb.PodSandboxMetadata(name=record.name, uid=record.uid, namespace=record.namespace,
+                                 attempt=record.attempt)
+
+
+class Sandboxes(Area):
+    def _handler(self, name: str) -> str:
+        handler = name or self.deps.config.runtime.default_handler
+        if handler not in self.deps.config.runtime.handlers:
+            raise errors.InvalidArgument(f"runtime_handler: unknown runtime handler {name!r} "
+                                         f"(configured: {', '.join(sorted(self.deps.config.runtime.handlers))})")
+        return handler
+
+    async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
+        req = dataclasses.replace(pod_request(request), handler=self._handler(request.runtime_handler))
+        record = await self.deps.pods.run(req)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=record.id)
+
+    async def StopPodSandbox(self, request: pb.StopPodSandboxRequest,
+                             context: grpc.aio.ServicerContext) -> pb.StopPodSandboxResponse:
+        if not request.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is empty")
+        record = self.deps.sandboxes.find(request.pod_sandbox_id)
+        if record is not None:  # stopping what is gone already is success, as the kubelet expects
+            await self.deps.pods.stop(record.id, self.deps.workloads.stop_all)
+        return pb.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,
+                               context: grpc.aio.ServicerContext) -> pb.RemovePodSandboxResponse:
+        if not request.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is empty")
+        record = self.deps.sandboxes.find(request.pod_sandbox_id)
+        if record is not None:  # removing what is gone already is success
+            await self.deps.pods.remove(record.id, self.deps.workloads.stop_all, self.deps.workloads.remove_all)
+        return pb.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
+                               context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
+        record = self.deps.sandboxes.get(request.pod_sandbox_id)
+        cfg = sandbox_config(record)
+        ips = record.details.get("ips") or []
+        status = pb.PodSandboxStatus(
+            id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
+            network=pb.PodSandboxNetworkStatus(
+                ip=ips[0] if ips else "", additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(
+                options=cfg.linux.security_context.namespace_options)),
+            labels=record.labels, annotations=record.annotations, runtime_handler=record.handler)
+        response = pb.PodSandboxStatusResponse(status=status, timestamp=time.time_ns())
+        if request.verbose:
+            details = {k: v for k, v in record.details.items() if k != "pod_args"}
+            response.info["info"] = json.dumps({
+                "id": record.id, "state": record.state, "runtimeHandler": record.handler,
+                "phasesMs": record.details.get("phases_ms", {}), "details": details})
+        return response
+
+    def _list_sandboxes(self, flt: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
+        out = []
+        for record in self.deps.sandboxes.list():
+            # A sandbox is not one until RunPodSandbox returned it.
+            if not selected(record, flt, _state(record), building=record.details.get("building", False)):
+                continue
+            out.append(pb.PodSandbox(id=record.id, metadata=_metadata(record), state=_state(record),
+                                     created_at=record.created_at, labels=record.labels,
+                                     annotations=record.annotations, runtime_handler=record.handler))
+        return out
+
+    async def ListPodSandbox(self, request: pb.ListPodSandboxRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListPodSandboxResponse:
+        return pb.ListPodSandboxResponse(items=self._list_sandboxes(request.filter))
+
+    async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest,
+                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+        for chunk in chunks(self._list_sandboxes(request.filter)):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)

@@ -1,0 +1,358 @@
+"""Containers: root filesystem, OCI bundle, conmon + runc, exit records.
+
+CreateContainer does the expensive part (snapshot, spec, `runc create` through
+conmon), so StartContainer is one `runc start`. Every container has a watcher
+task that records its exit as soon as conmon writes the exit file. The record
+is written first and marked as being built, so a crash in the middle is undone
+by `recover()` at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from runtime import cgroups, errors
+from runtime.images.puller import Puller
+from runtime.images.reference import parse as parse_reference
+from runtime.images.store import ImageRecord, ImageStore
+from runtime.oci.runtime import OCIRuntime
+from runtime.oci.spec import build_infra_spec, build_spec, linux_resources
+from runtime.oci.specinput import ContainerInput, ImageInput, ResourcesInput, SandboxInput
+from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, SANDBOX_READY,
+                             ContainerRecord, ContainerStore, SandboxRecord, SandboxStore, now_ns)
+from runtime.snapshots import Snapshots
+
+log = logging.getLogger("criservice.containers")
+
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+def image_input(image: ImageRecord, rootfs: str, name: str) -> ImageInput:
+    cfg = image.config.get("config") or {}
+    return ImageInput(
+        rootfs=rootfs, name=name, entrypoint=tuple(cfg.get("Entrypoint") or ()), cmd=tuple(cfg.get("Cmd") or ()),
+        env=tuple(cfg.get("Env") or ()), working_dir=cfg.get("WorkingDir") or "", user=cfg.get("User") or "",
+        stop_signal=cfg.get("StopSignal") or "", volumes=tuple(cfg.get("Volumes") or {}),
+        exposed_ports=tuple(cfg.get("ExposedPorts") or {}))
+
+
+def _signal_number(name: str) -> int:
+    if not name:
+        return signal.SIGTERM
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
+        raise errors.InvalidArgument(f"unknown stop signal {name!r}") from None
+
+
+class ContainerManager:
+    def __init__(self, store: ContainerStore, sandboxes: SandboxStore, images: ImageStore,
+                 snapshots: Snapshots, puller: Puller, runtimes: dict[str, OCIRuntime], *,
+                 cgroup_driver: str, pause_image: str,
+                 sandbox_input: Callable[[SandboxRecord], SandboxInput],
+                 on_oom: Callable[[ContainerRecord], None] | None = None) -> None:
+        self.store = store
+        self.sandboxes = sandboxes
+        self.images = images
+        self.snapshots = snapshots
+        self.puller = puller
+        self.runtimes = runtimes
+        self.cgroup_driver = cgroup_driver
+        self.pause_image = pause_image
+        self.sandbox_input = sandbox_input
+        self.on_oom = on_oom
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def runtime_for(self, handler: str) -> OCIRuntime:
+        try:
+            return self.runtimes[handler]
+        except KeyError:
+            raise errors.FailedPrecondition(f"runtime handler {handler!r} is not available") from None
+
+    def _cgroups_path(self, sandbox: SandboxRecord, ident: str) -> str:
+        try:
+            return cgroups.cgroups_path(self.cgroup_driver, sandbox.details.get("cgroup_parent", ""), ident)
+        except ValueError as e:
+            raise errors.InvalidArgument(f"pod sandbox config.linux.cgroup_parent: {e}") from None
+
+    def lock(self, container_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(container_id, asyncio.Lock())
+
+    # ---- create -----------------------------------------------------------------------
+
+    async def create(self, sandbox_id: str, container: ContainerInput, *, image_ref: str,
+                     config: bytes) -> ContainerRecord:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox.state != SANDBOX_READY:
+            raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        if not container.name:
+            raise errors.InvalidArgument("config.metadata.name is empty")
+        if not image_ref:
+            raise errors.InvalidArgument("config.image.image is empty")
+        image = self.images.lookup(image_ref)
+        if image is None:
+            raise errors.NotFound(f"image {image_ref!r} not found: pull it first")
+        log_dir = sandbox.details.get("log_directory") or ""
+        container_id = secrets.token_hex(32)
+        log_path = os.path.join(log_dir, container.log_path) if log_dir and container.log_path else ""
+        record = ContainerRecord(
+            container_id, sandbox.id, container.name, container.attempt, CONTAINER_CREATED, now_ns(),
+            image.id, image_ref, config, labels=dict(container.labels),
+            annotations=dict(container.annotations), details={"building": True, "handler": sandbox.handler, "log_path": log_path})
+        self.store.add(record)  # ALREADY_EXISTS for a live duplicate name
+        try:
+            await self._build(record, sandbox, container, image)
+        except BaseException:
+            await asyncio.shield(self._undo(container_id))
+            raise
+        return self.store.get(container_id)
+
+    async def _build(self, record: ContainerRecord, sandbox: SandboxRecord, container: ContainerInput,
+                     image: ImageRecord) -> None:
+        snap = self.snapshots.create(record.id, image)
+        rootfs = await self.snapshots.mount(record.id)
+        cgroups_path = self._cgroups_path(sandbox, record.id)
+        target_ns = None
+        if container.security.namespaces.pid == "target":
+            target = self.store.get(container.security.namespaces.target_id)
+            if not target.details.get("pid"):
+                raise errors.FailedPrecondition(f"target container {target.id} is not running")
+            target_ns = f"/proc/{target.details['pid']}/ns/pid"
+        spec = await asyncio.to_thread(
+            build_spec, container, self.sandbox_input(sandbox), image_input(image, rootfs, record.image_ref),
+            container_id=record.id, rootfs=rootfs, cgroups_path=cgroups_path, target_pid_ns_path=target_ns)
+        await asyncio.to_thread(_write_json, os.path.join(snap.path, "config.json"), spec)
+        log_path = record.details["log_path"] or os.path.join(snap.path, "container.log")
+        await asyncio.to_thread(os.makedirs, os.path.dirname(log_path), 0o755, True)
+        runtime = self.runtime_for(sandbox.handler)
+        pid = await runtime.create(record.id, snap.path, log_path=log_path, tty=container.tty,
+                                   stdin=container.stdin, stdin_once=container.stdin_once,
+                                   systemd_cgroup=self.cgroup_driver == "systemd")
+        stop_signal = container.stop_signal or image_input(image, "", "").stop_signal
+        self.store.update_details(record.id, building=False, bundle=snap.path, pid=pid,
+                                  cgroups_path=cgroups_path, stop_signal=stop_signal,
+                                  log_path=record.details["log_path"], tty=container.tty,
+                                  user=spec.get("process", {}).get("user", {}))
+
+    async def _undo(self, container_id: str) -> None:
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        try:
+            runtime = self.runtimes.get(record.details.get("handler", ""))
+            if runtime is not None:
+                await runtime.delete(container_id, force=True)
+            await self.snapshots.remove(container_id)
+            if record.details.get("cgroups_path"):
+                await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
+        except Exception:  # noqa: BLE001 - logged; recover() retries at the next start
+            log.exception("undoing a failed container left something behind",
+                          extra={"fields": {"container": container_id}})
+            return
+        self.store.delete(container_id)
+
+    # ---- start, stop, exits ---------------------------------------------------------------
+
+    async def start(self, container_id: str) -> ContainerRecord:
+        async with self.lock(container_id):
+            record = self.store.get(container_id)
+            if record.state != CONTAINER_CREATED or record.details.get("building"):
+                raise errors.FailedPrecondition(f"container {record.id} is {record.state}, not created")
+            sandbox = self.sandboxes.get(record.sandbox_id)
+            if sandbox.state != SANDBOX_READY:
+                raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+            runtime = self.runtime_for(record.details["handler"])
+            try:
+                await runtime.start(record.id)
+            except errors.CRIError as e:
+                self.store.transition(record.id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=128,
+                                      reason="StartError", message=str(e))
+                raise
+            record = self.store.transition(record.id, CONTAINER_RUNNING, started_at=now_ns())
+            self._watch(record.id)
+            return record
+
+    def _watch(self, container_id: str) -> None:
+        if container_id not in self._watchers:
+            task = asyncio.ensure_future(self._wait_and_record(container_id))
+            self._watchers[container_id] = task
+            task.add_done_callback(lambda _t: self._watchers.pop(container_id, None))
+
+    async def _wait_and_record(self, container_id: str) -> None:
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        runtime = self.runtime_for(record.details["handler"])
+        await runtime.wait_exit(container_id, None)
+        await self._record_exit(container_id)
+
+    async def _record_exit(self, container_id: str) -> ContainerRecord | None:
+        """Write the exit from conmon's exit file into the record (idempotent)."""
+        record = self.store.find(container_id)
+        if record is None or record.state == CONTAINER_EXITED:
+            return record
+        state = await self.runtime_for(record.details["handler"]).state(container_id)
+        if state.exit_code is None:
+            return record
+        oom = False
+        if record.details.get("cgroups_path"):
+            oom = await asyncio.to_thread(cgroups.oom_killed, record.details["cgroups_path"])
+        reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
+        record = self.store.transition(container_id, CONTAINER_EXITED, exit_code=state.exit_code,
+                                       finished_at=state.finished_at_ns or now_ns(), reason=reason)
+        if oom and self.on_oom is not None:
+            self.on_oom(record)
+        log.info("container exited", extra={"fields": {
+            "container": container_id, "exit_code": state.exit_code, "reason": reason}})
+        return record
+
+    async def stop(self, container_id: str, timeout: float) -> ContainerRecord:
+        """Idempotent: the stop signal, then SIGKILL after `timeout` seconds."""
+        async with self.lock(container_id):
+            record = self.store.get(container_id)
+            if record.state == CONTAINER_EXITED:
+                return record
+            runtime = self.runtime_for(record.details["handler"])
+            if record.state == CONTAINER_CREATED:
+                # Never started: kill the waiting init process so conmon writes an exit.
+                await runtime.kill(container_id, signal.SIGKILL, all_processes=False)
+                await runtime.wait_exit(container_id, 10)
+            else:
+                await runtime.stop(container_id, max(timeout, 0),
+                                   _signal_number(record.details.get("stop_signal", "")))
+            return await self._record_exit(container_id) or record
+
+    async def remove(self, container_id: str) -> None:
+        """Idempotent: a running container is killed first, then everything of it goes."""
+        record = self.store.find(container_id)
+        if record is None:
+            return
+        if record.state != CONTAINER_EXITED and not record.details.get("building"):
+            await self.stop(container_id, 0)
+        async with self.lock(container_id):
+            record = self.store.find(container_id)
+            if record is None:
+                return
+            watcher = self._watchers.pop(container_id, None)
+            if watcher is not None:
+                watcher.cancel()
+            runtime = self.runtime_for(record.details["handler"])
+            await runtime.delete(container_id)
+            await self.snapshots.remove(container_id)
+            if record.details.get("cgroups_path"):
+                await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
+            self.store.delete(container_id)
+        self._locks.pop(container_id, None)
+
+    async def stop_all(self, sandbox_id: str) -> None:
+        await asyncio.gather(*(self.stop(c.id, DEFAULT_STOP_TIMEOUT) for c in self.store.in_sandbox(sandbox_id)
+                               if c.state != CONTAINER_EXITED))
+
+    async def remove_all(self, sandbox_id: str) -> None:
+        await asyncio.gather(*(self.remove(c.id) for c in self.store.in_sandbox(sandbox_id)))
+
+    # ---- the infra process of PID-sharing pods -------------------------------------------
+
+    async def _pause_image(self) -> ImageRecord:
+        image = self.images.lookup(self.pause_image)
+        if image is None:
+            image = await self.puller.pull(parse_reference(self.pause_image))
+        return image
+
+    async def start_infra(self, sandbox: SandboxRecord) -> tuple[str, int]:
+        image = await self._pause_image()
+        infra_id = "infra-" + sandbox.id
+        snap = self.snapshots.create(infra_id, image)
+        rootfs = await self.snapshots.mount(infra_id)
+        cgroups_path = self._cgroups_path(sandbox, infra_id)
+        self.sandboxes.update_details(sandbox.id, infra_id=infra_id, infra_cgroups_path=cgroups_path)
+        spec = await asyncio.to_thread(build_infra_spec, self.sandbox_input(sandbox),
+                                       image_input(image, rootfs, self.pause_image),
+                                       rootfs=rootfs, cgroups_path=cgroups_path)
+        await asyncio.to_thread(_write_json, os.path.join(snap.path, "config.json"), spec)
+        runtime = self.runtime_for(sandbox.handler)
+        pid = await runtime.create(infra_id, snap.path, log_path=os.path.join(snap.path, "infra.log"),
+                                   systemd_cgroup=self.cgroup_driver == "systemd")
+        await runtime.start(infra_id)
+        return infra_id, pid
+
+    async def stop_infra(self, sandbox: SandboxRecord) -> None:
+        infra_id = sandbox.details.get("infra_id")
+        if infra_id:
+            await self.runtime_for(sandbox.handler).stop(infra_id, 2, signal.SIGTERM)
+
+    async def remove_infra(self, sandbox: SandboxRecord) -> None:
+        infra_id = sandbox.details.get("infra_id")
+        if not infra_id:
+            return
+        await self.runtime_for(sandbox.handler).delete(infra_id, force=True)
+        await self.snapshots.remove(infra_id)
+        if sandbox.details.get("infra_cgroups_path"):
+            await asyncio.to_thread(cgroups.remove_cgroup, sandbox.details["infra_cgroups_path"])
+
+    # ---- exec, update, logs -------------------------------------------------------------------
+
+    async def update(self, container_id: str, resources: ResourcesInput) -> ContainerRecord:
+        record = self.store.get(container_id)
+        if record.state not in (CONTAINER_CREATED, CONTAINER_RUNNING):
+            raise errors.FailedPrecondition(f"container {record.id} is {record.state}; nothing to update")
+        linux = await asyncio.to_thread(linux_resources, resources)
+        await self.runtime_for(record.details["handler"]).update(record.id, linux)
+        return record
+
+    def running(self, container_id: str) -> ContainerRecord:
+        record = self.store.get(container_id)
+        if record.state != CONTAINER_RUNNING:
+            raise errors.FailedPrecondition(f"container {record.id} is not running (it is {record.state})")
+        return record
+
+    # ---- restart -------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """At start: undo half-built containers, record exits that happened while the
+        daemon was down, and watch the containers that still run."""
+        for record in self.store.list():
+            if record.details.get("building"):
+                log.info("removing a container a crash left half-built",
+                         extra={"fields": {"container": record.id}})
+                await self._undo(record.id)
+                continue
+            if record.state in (CONTAINER_RUNNING, CONTAINER_CREATED):
+                runtime = self.runtimes.get(record.details.get("handler", ""))
+                if runtime is None:
+                    continue
+                state = await runtime.state(record.id)
+                if state.exit_code is not None or state.status in ("stopped", "unknown"):
+                    if state.exit_code is None:  # gone without an exit file (host reboot)
+                        self.store.transition(record.id, CONTAINER_EXITED, finished_at=now_ns(),
+                                              exit_code=255, reason="Error",
+                                              message="the container was lost while criservice was down")
+                    else:
+                        await self._record_exit(record.id)
+                elif record.state == CONTAINER_RUNNING:
+                    self._watch(record.id)
+        keep = {r.id for r in self.store.list()}
+        keep |= {s.details["infra_id"] for s in self.sandboxes.list() if s.details.get("infra_id")}
+        await asyncio.to_thread(self.snapshots.recover, keep)
+
+    async def close(self) -> None:
+        for task in list(self._watchers.values()):
+            task.cancel()
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
