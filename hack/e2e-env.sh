@@ -5,12 +5,17 @@
 #                          and state; prints CONTAINER_RUNTIME_ENDPOINT=...
 #   hack/e2e-env.sh down   stops what `up` started and removes what it made
 #   hack/e2e-env.sh env    prints the variables again (for eval)
-# Everything lives under $E2E_DIR (default /var/tmp/criservice-e2e).
+#   hack/e2e-env.sh restart  the daemon only; pods and containers keep running
+# Everything lives under $E2E_DIR (default /var/tmp/criservice-e2e). A second
+# environment beside the first one needs its own E2E_DIR, E2E_BRIDGE, E2E_SUBNET
+# and CRISERVICE_METRICS_PORT.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 E2E_DIR=${E2E_DIR:-/var/tmp/criservice-e2e}
 REGISTRY=127.0.0.1:5000
+BRIDGE=${E2E_BRIDGE:-cri-e2e0}
+SUBNET=${E2E_SUBNET:-10.88.0.0/16}
 SOCKET=$E2E_DIR/run/criservice.sock
 PIDFILE=$E2E_DIR/criservice.pid
 LOG=$E2E_DIR/criservice.log
@@ -32,11 +37,11 @@ write_config() {
     cat > "$E2E_DIR/cni/10-criservice-e2e.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
-  "name": "criservice-e2e",
+  "name": "$BRIDGE",
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "cri-e2e0",
+      "bridge": "$BRIDGE",
       "isGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
@@ -44,7 +49,7 @@ write_config() {
         "type": "host-local",
         "dataDir": "$E2E_DIR/cni-ipam",
         "routes": [{ "dst": "0.0.0.0/0" }],
-        "ranges": [[{ "subnet": "10.88.0.0/16" }]]
+        "ranges": [[{ "subnet": "$SUBNET" }]]
       }
     },
     { "type": "portmap", "capabilities": { "portMappings": true } }
@@ -149,7 +154,7 @@ down() {
         umount -l "$m" || true
     done
     # The bridge exists once a pod joined the network; it is ours to remove.
-    if ip link show cri-e2e0 >/dev/null 2>&1; then ip link delete cri-e2e0; fi
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
     rm -rf "$E2E_DIR"
 }
 
