@@ -59,7 +59,8 @@ class ContainerManager:
                  snapshots: Snapshots, puller: Puller, runtimes: dict[str, OCIRuntime], *,
                  cgroup_driver: str, pause_image: str,
                  sandbox_input: Callable[[SandboxRecord], SandboxInput],
-                 on_oom: Callable[[ContainerRecord], None] | None = None) -> None:
+                 on_oom: Callable[[ContainerRecord], None] | None = None,
+                 on_event: Callable[[str, str, str, int], None] | None = None) -> None:
         self.store = store
         self.sandboxes = sandboxes
         self.images = images
@@ -70,6 +71,7 @@ class ContainerManager:
         self.pause_image = pause_image
         self.sandbox_input = sandbox_input
         self.on_oom = on_oom
+        self.on_event = on_event  # (kind, container id, sandbox id, time ns): see runtime.events
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -87,6 +89,10 @@ class ContainerManager:
 
     def lock(self, container_id: str) -> asyncio.Lock:
         return self._locks.setdefault(container_id, asyncio.Lock())
+
+    def _event(self, kind: str, record: ContainerRecord) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, record.id, record.sandbox_id, now_ns())
 
     # ---- create -----------------------------------------------------------------------
 
@@ -115,7 +121,9 @@ class ContainerManager:
         except BaseException:
             await asyncio.shield(self._undo(container_id))
             raise
-        return self.store.get(container_id)
+        record = self.store.get(container_id)
+        self._event("created", record)
+        return record
 
     async def _build(self, record: ContainerRecord, sandbox: SandboxRecord, container: ContainerInput,
                      image: ImageRecord) -> None:
@@ -175,10 +183,12 @@ class ContainerManager:
             try:
                 await runtime.start(record.id)
             except errors.CRIError as e:
-                self.store.transition(record.id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=128,
-                                      reason="StartError", message=str(e))
+                self._event("stopped", self.store.transition(
+                    record.id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=128,
+                    reason="StartError", message=str(e)))
                 raise
             record = self.store.transition(record.id, CONTAINER_RUNNING, started_at=now_ns())
+            self._event("started", record)
             self._watch(record.id)
             return record
 
@@ -210,6 +220,7 @@ class ContainerManager:
         reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
         record = self.store.transition(container_id, CONTAINER_EXITED, exit_code=state.exit_code,
                                        finished_at=state.finished_at_ns or now_ns(), reason=reason)
+        self._event("stopped", record)
         if oom and self.on_oom is not None:
             self.on_oom(record)
         log.info("container exited", extra={"fields": {
@@ -252,6 +263,7 @@ class ContainerManager:
             if record.details.get("cgroups_path"):
                 await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
             self.store.delete(container_id)
+        self._event("deleted", record)
         self._locks.pop(container_id, None)
 
     async def stop_all(self, sandbox_id: str) -> None:

@@ -85,19 +85,25 @@ class Phases:
 class PodManager:
     def __init__(self, store: SandboxStore, *, run_dir: str, netns_dir: str,
                  network: Callable[[], CniNetwork], infra: InfraRunner,
-                 on_phases: Callable[[dict[str, float]], None] | None = None) -> None:
+                 on_phases: Callable[[dict[str, float]], None] | None = None,
+                 on_event: Callable[[str, str, str, int], None] | None = None) -> None:
         self.store = store
         self.pods_dir = os.path.join(run_dir, "pods")
         self.netns_dir = netns_dir
         self.network = network
         self.infra = infra
         self.on_phases = on_phases
+        self.on_event = on_event  # (kind, sandbox id, sandbox id, time ns): see runtime.events
         self._locks: dict[str, asyncio.Lock] = {}
         os.makedirs(self.pods_dir, mode=0o711, exist_ok=True)
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
         """Serialises stop/remove of one sandbox (the kubelet may retry while one runs)."""
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def _event(self, kind: str, sandbox_id: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, sandbox_id, sandbox_id, now_ns())
 
     def pod_dir(self, sandbox_id: str) -> str:
         return os.path.join(self.pods_dir, sandbox_id)
@@ -135,6 +141,8 @@ class PodManager:
             raise
         record = self.store.update_details(sandbox_id, building=False, phases_ms=phases.ms)
         record = self.store.set_state(sandbox_id, SANDBOX_READY)
+        self._event("created", sandbox_id)
+        self._event("started", sandbox_id)
         if self.on_phases is not None:
             self.on_phases(phases.ms)
         log.info("pod sandbox ready", extra={"fields": {
@@ -188,6 +196,8 @@ class PodManager:
                 await self.infra.stop_infra(record)
             await self._teardown(record)
             self.store.set_state(sandbox_id, SANDBOX_NOTREADY)
+            if record.state == SANDBOX_READY:
+                self._event("stopped", sandbox_id)
 
     async def _teardown(self, record: SandboxRecord) -> None:
         details = record.details
@@ -218,6 +228,7 @@ class PodManager:
                 await self.infra.remove_infra(record)
             await self._remove_files(record)
             self.store.delete(record.id)
+        self._event("deleted", record.id)
         self._locks.pop(record.id, None)
 
     async def _remove_files(self, record: SandboxRecord) -> None:
