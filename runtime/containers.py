@@ -300,8 +300,12 @@ class ContainerManager:
 
     async def stop_infra(self, sandbox: SandboxRecord) -> None:
         infra_id = sandbox.details.get("infra_id")
-        if infra_id:
-            await self.runtime_for(sandbox.handler).stop(infra_id, 2, signal.SIGTERM)
+        if not infra_id:
+            return
+        runtime = self.runtime_for(sandbox.handler)
+        # A crash may have come between recording the id and creating the process.
+        if (await runtime.state(infra_id)).status not in ("unknown", "stopped"):
+            await runtime.stop(infra_id, 2, signal.SIGTERM)
 
     async def remove_infra(self, sandbox: SandboxRecord) -> None:
         infra_id = sandbox.details.get("infra_id")

@@ -239,20 +239,27 @@ class PodManager:
         await asyncio.to_thread(_remove_pod_dir, pod_dir)
 
     async def _undo(self, sandbox_id: str) -> None:
-        record = self.store.find(sandbox_id)
-        if record is None:
+        """Every step is tried even when an earlier one fails, so that one stuck part does
+        not leave the others behind; the record stays until all succeeded (recover() at
+        the next start tries again)."""
+        if self.store.find(sandbox_id) is None:
             return
-        try:
-            if record.details.get("infra_id"):
-                await self.infra.stop_infra(record)
-                await self.infra.remove_infra(record)
-            await self._teardown(self.store.get(sandbox_id))
-            await self._remove_files(self.store.get(sandbox_id))
-        except Exception:  # noqa: BLE001 - logged; recover() at the next start retries
-            log.exception("undoing a failed pod sandbox left something behind",
-                          extra={"fields": {"sandbox": sandbox_id}})
-            return
-        self.store.delete(sandbox_id)
+        steps: list[Callable[[], Awaitable[None]]] = [
+            lambda: self.infra.stop_infra(self.store.get(sandbox_id)),
+            lambda: self.infra.remove_infra(self.store.get(sandbox_id)),
+            lambda: self._teardown(self.store.get(sandbox_id)),
+            lambda: self._remove_files(self.store.get(sandbox_id)),
+        ]
+        failed = False
+        for step in steps:
+            try:
+                await step()
+            except Exception:  # noqa: BLE001 - logged; the other steps still run
+                failed = True
+                log.exception("undoing a failed pod sandbox left something behind",
+                              extra={"fields": {"sandbox": sandbox_id}})
+        if not failed:
+            self.store.delete(sandbox_id)
 
     async def recover(self) -> None:
         """At start: sandboxes a crash left half-built are undone."""

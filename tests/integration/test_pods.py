@@ -1,0 +1,341 @@
+"""Pods and containers through a real daemon process: lifecycle, bad input, restarts
+and a SIGKILL in the middle of parallel pod starts, with everything the host could
+leak counted before and after (needs root and the local test registry).
+
+Images come from the registry of `hack/e2e-env.sh up` (127.0.0.1:5000) through a
+mirror; the pods join a bridge of this test's own (crs-pods0, 10.98.0.0/24, no
+default route), whose IPAM data lives in the test directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from api import api_pb2 as pb, api_pb2_grpc
+from runtime import cgroups
+from tests.conftest import write_config
+from tests.daemon import DaemonProcess
+
+REGISTRY = "127.0.0.1:5000"
+BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+BRIDGE = "crs-pods0"
+
+
+def _registry_answers() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _registry_answers(),
+                                reason=f"needs the test registry on {REGISTRY} (hack/e2e-env.sh up)")
+
+
+@dataclass
+class Node:
+    daemon: DaemonProcess
+    base: Path
+
+    @property
+    def rt(self) -> api_pb2_grpc.RuntimeServiceStub:
+        return api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel("unix:" + self.daemon.socket))
+
+    @property
+    def images(self) -> api_pb2_grpc.ImageServiceStub:
+        return api_pb2_grpc.ImageServiceStub(grpc.insecure_channel("unix:" + self.daemon.socket))
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        if sig == signal.SIGKILL:
+            self.daemon.kill()
+        else:
+            self.daemon.stop(sig)
+        self.daemon.start()
+
+
+def _config(base: Path) -> Path:
+    cni = base / "cni"
+    cni.mkdir(parents=True)
+    (cni / "10-pods.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "crs-pods", "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "ipMasq": False, "isGateway": True,
+             "ipam": {"type": "host-local", "dataDir": str(base / "ipam"),
+                      "ranges": [[{"subnet": "10.98.0.0/24"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    cfg = write_config(base, f"""
+[image.registries."registry.k8s.io"]
+mirrors = ["http://{REGISTRY}"]
+[image.registries."{REGISTRY}"]
+insecure = true
+""", cni_dir=cni)
+    # The namespaces of this node live in its directory, away from the host's /var/run/netns.
+    cfg.write_text(cfg.read_text().replace("[paths]\n", f'[paths]\nnetns_dir = "{base}/netns"\n', 1))
+    return cfg
+
+
+@pytest.fixture
+def node(short_tmp: Path) -> Iterator[Node]:
+    n = Node(DaemonProcess(_config(short_tmp)).start(), short_tmp)
+    n.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)), timeout=120)
+    before = host_view(short_tmp)
+    yield n
+    try:
+        for sb in n.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+            n.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
+            n.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
+        after = host_view(short_tmp)
+        problems = [ln for ln in n.daemon.log.read_text().splitlines() if '"level": "ERROR"' in ln
+                    or "Traceback" in ln or "Error" in ln][-20:]
+        assert after == before, f"leaked: {after} (before: {before}); daemon errors:\n" + "\n".join(problems)
+    finally:
+        n.daemon.kill()
+        subprocess.run(["pkill", "-KILL", "-f", f"conmon .*{short_tmp}/"], check=False)
+        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+            target = line.split()[4]
+            if target.startswith(str(short_tmp) + "/"):
+                subprocess.run(["umount", "-l", target], check=False)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+
+
+def host_view(base: Path) -> dict[str, object]:
+    """What a pod can leave on the host, counted."""
+    # The namespace directory itself is made a shared mount once, as `ip netns` does.
+    mounts = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+              if ln.split()[4].startswith(str(base) + "/") and ln.split()[4] != f"{base}/netns"]
+    conmons = subprocess.run(["pgrep", "-f", f"conmon .*{base}/"], capture_output=True, text=True).stdout.split()
+    ipam = base / "ipam" / "crs-pods"
+    leases = sorted(p.name for p in ipam.iterdir() if p.name[0].isdigit()) if ipam.exists() else []
+    netns = sorted(os.listdir(base / "netns")) if (base / "netns").exists() else []
+    return {"mounts": sorted(mounts), "conmons": len(conmons), "ipam": leases, "netns": netns}
+
+
+def cgroup_dirs(cgroups_path: str) -> list[str]:
+    """The directories of a cgroupfs-driver cgroups path that exist, over every hierarchy."""
+    root = Path("/sys/fs/cgroup")
+    found = []
+    candidates = [root / cgroups_path.lstrip("/")] + [d / cgroups_path.lstrip("/") for d in root.iterdir()]
+    for c in candidates:
+        if c.is_dir():
+            found.append(str(c))
+    return found
+
+
+def daemon_fds(node: Node) -> list[str]:
+    fd_dir = f"/proc/{node.daemon.proc.pid}/fd"  # type: ignore[union-attr]
+    return sorted(os.readlink(f"{fd_dir}/{fd}").split("[")[0] for fd in os.listdir(fd_dir))
+
+
+def pod_config(name: str, **kw: object) -> pb.PodSandboxConfig:
+    return pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name=name, namespace="it", uid=f"uid-{name}"),
+                               linux=pb.LinuxPodSandboxConfig(), **kw)
+
+
+def sleeper(name: str = "sleeper") -> pb.ContainerConfig:
+    return pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=BUSYBOX),
+                              command=["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                              linux=pb.LinuxContainerConfig())
+
+
+def run_pod(rt: api_pb2_grpc.RuntimeServiceStub, name: str) -> tuple[str, str]:
+    cfg = pod_config(name)
+    pod = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+    ctr = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=sleeper(),
+                                                       sandbox_config=cfg), timeout=60).container_id
+    rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=60)
+    return pod, ctr
+
+
+def container_pid(rt: api_pb2_grpc.RuntimeServiceStub, ctr: str) -> int:
+    info = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True)).info["info"]
+    return int(json.loads(info)["pid"])
+
+
+def code_of(call: object, *args: object, **kw: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as e:
+        call(*args, **kw)  # type: ignore[operator]
+    return e.value.code()  # type: ignore[no-any-return]
+
+
+def test_lifecycle_through_the_daemon(node: Node) -> None:
+    rt = node.rt
+    pod, ctr = run_pod(rt, "life")
+    status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True))
+    assert status.status.state == pb.PodSandboxState.SANDBOX_READY
+    assert status.status.network.ip.startswith("10.98.0.")
+    phases = json.loads(status.info["info"])["phasesMs"]
+    assert {"namespaces", "network"} <= set(phases)
+    cs = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True))
+    assert cs.status.state == pb.ContainerState.CONTAINER_RUNNING
+    cgroups_path = json.loads(cs.info["info"])["cgroupsPath"]
+    assert cgroup_dirs(cgroups_path), cgroups_path
+    r = rt.ExecSync(pb.ExecSyncRequest(container_id=ctr, cmd=["sh", "-c", "echo out; echo err >&2; exit 4"],
+                                       timeout=10))
+    assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 4)
+    assert code_of(rt.ExecSync, pb.ExecSyncRequest(container_id=ctr, cmd=["sleep", "30"], timeout=1)) \
+        == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert b"sleep 30" not in rt.ExecSync(pb.ExecSyncRequest(container_id=ctr, cmd=["ps"])).stdout
+
+    rt.StopContainer(pb.StopContainerRequest(container_id=ctr, timeout=10))
+    cs = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+    assert (cs.state, cs.exit_code, cs.reason) == (pb.ContainerState.CONTAINER_EXITED, 0, "Completed")
+    rt.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr))
+    rt.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr))  # idempotent
+    assert not cgroup_dirs(cgroups_path)
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    assert not rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+
+
+def test_bad_input_gets_precise_codes_and_leaks_nothing(node: Node) -> None:
+    rt = node.rt
+    # One whole pod first: the daemon opens some descriptors once, at first use.
+    warm, _ = run_pod(rt, "warm-up")
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=warm))
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=warm))
+    fds_before = daemon_fds(node)
+    assert code_of(rt.RunPodSandbox, pb.RunPodSandboxRequest()) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(rt.RunPodSandbox, pb.RunPodSandboxRequest(
+        config=pod_config("h"), runtime_handler="nope")) in (grpc.StatusCode.NOT_FOUND,
+                                                             grpc.StatusCode.INVALID_ARGUMENT)
+    assert code_of(rt.PodSandboxStatus, pb.PodSandboxStatusRequest(pod_sandbox_id="f00d")) \
+        == grpc.StatusCode.NOT_FOUND
+    assert code_of(rt.ContainerStatus, pb.ContainerStatusRequest(container_id="f00d")) \
+        == grpc.StatusCode.NOT_FOUND
+    cfg = pod_config("bad")
+    pod = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    assert code_of(rt.RunPodSandbox, pb.RunPodSandboxRequest(config=cfg)) == grpc.StatusCode.ALREADY_EXISTS
+    missing = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="m"),
+                                 image=pb.ImageSpec(image="registry.k8s.io/not-pulled:1"))
+    with pytest.raises(grpc.RpcError) as e:
+        rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=missing, sandbox_config=cfg))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND and "registry.k8s.io/not-pulled:1" in e.value.details()
+    assert code_of(rt.CreateContainer, pb.CreateContainerRequest(pod_sandbox_id=pod, sandbox_config=cfg)) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    # A command that does not exist fails at create or start, and leaves no container behind.
+    broken = sleeper("broken")
+    broken.command[:] = ["/no/such/binary"]
+    try:
+        ctr = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=broken,
+                                                           sandbox_config=cfg)).container_id
+        assert code_of(rt.StartContainer, pb.StartContainerRequest(container_id=ctr)) != grpc.StatusCode.OK
+        rt.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr))
+    except grpc.RpcError as err:
+        assert "no/such/binary" in err.details()
+    ctr = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=sleeper(),
+                                                       sandbox_config=cfg)).container_id
+    assert code_of(rt.CreateContainer, pb.CreateContainerRequest(
+        pod_sandbox_id=pod, config=sleeper(), sandbox_config=cfg)) == grpc.StatusCode.ALREADY_EXISTS
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    assert code_of(rt.StartContainer, pb.StartContainerRequest(container_id=ctr)) \
+        == grpc.StatusCode.FAILED_PRECONDITION
+    assert code_of(rt.CreateContainer, pb.CreateContainerRequest(
+        pod_sandbox_id=pod, config=sleeper("late"), sandbox_config=cfg)) == grpc.StatusCode.FAILED_PRECONDITION
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    assert not rt.ListContainers(pb.ListContainersRequest()).containers
+    time.sleep(0.5)  # let the daemon drop finished subprocess pipes
+    assert daemon_fds(node) == fds_before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_containers_outlive_the_daemon_and_exits_meanwhile_are_recorded(node: Node, sig: int) -> None:
+    rt = node.rt
+    pod, keep = run_pod(rt, "outlive")
+    cfg = pod_config("outlive")
+    dies = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=sleeper("dies"),
+                                                        sandbox_config=cfg)).container_id
+    rt.StartContainer(pb.StartContainerRequest(container_id=dies))
+    keep_pid, dies_pid = container_pid(rt, keep), container_pid(rt, dies)
+
+    if sig == signal.SIGKILL:
+        node.daemon.kill()
+    else:
+        node.daemon.stop(sig)
+    os.kill(dies_pid, signal.SIGKILL)  # exits while nobody watches: conmon writes it down
+    time.sleep(0.5)
+    os.kill(keep_pid, 0)  # still running without the daemon
+    node.daemon.start()
+
+    rt = node.rt
+    assert rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod)).status.state \
+        == pb.PodSandboxState.SANDBOX_READY
+    kept = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=keep)).status
+    assert kept.state == pb.ContainerState.CONTAINER_RUNNING and container_pid(rt, keep) == keep_pid
+    died = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=dies)).status
+    assert (died.state, died.exit_code, died.reason) == (pb.ContainerState.CONTAINER_EXITED, 137, "Error")
+    # The restarted daemon watches the survivor again: its exit is seen without a call.
+    os.kill(keep_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while rt.ContainerStatus(pb.ContainerStatusRequest(container_id=keep)).status.state \
+            != pb.ContainerState.CONTAINER_EXITED:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # The pod still takes new containers after the restart.
+    again = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=sleeper("again"),
+                                                         sandbox_config=cfg)).container_id
+    rt.StartContainer(pb.StartContainerRequest(container_id=again))
+    assert rt.ExecSync(pb.ExecSyncRequest(container_id=again, cmd=["true"])).exit_code == 0
+
+
+def test_sigkill_during_parallel_pod_starts_leaves_whole_pods_or_nothing(node: Node) -> None:
+    rt = node.rt
+    started = threading.Event()
+
+    def start(i: int) -> None:
+        started.set()
+        try:
+            run_pod(rt, f"par-{i}")
+        except grpc.RpcError:
+            pass  # the daemon died under it
+
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(start, i) for i in range(10)]
+        started.wait()
+        time.sleep(0.4)  # well inside the starts: namespaces, CNI and conmons are on their way
+        node.daemon.kill()
+        for f in futures:
+            f.result()
+    node.daemon.start()
+    rt = node.rt
+
+    pods = rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+    view = host_view(node.base)
+    assert len(view["netns"]) == len(pods), view  # type: ignore[arg-type]
+    assert len(view["ipam"]) == len(pods), view  # type: ignore[arg-type]
+    for sb in pods:
+        status = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sb.id)).status
+        assert status.state == pb.PodSandboxState.SANDBOX_READY and status.network.ip
+    containers = rt.ListContainers(pb.ListContainersRequest()).containers
+    for c in containers:
+        # Created ones were created whole: they start now; running ones kept running.
+        if c.state == pb.ContainerState.CONTAINER_CREATED:
+            rt.StartContainer(pb.StartContainerRequest(container_id=c.id))
+        assert rt.ExecSync(pb.ExecSyncRequest(container_id=c.id, cmd=["true"])).exit_code == 0
+    assert view["conmons"] >= len(containers)
+    # The fixture removes every pod and then checks that nothing is left on the host.
+
+
+def test_cgroup_paths_are_removed_with_their_pods(node: Node) -> None:
+    rt = node.rt
+    pod, ctr = run_pod(rt, "cg")
+    info = json.loads(rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True)).info["info"])
+    assert cgroup_dirs(info["cgroupsPath"])
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    assert not cgroup_dirs(info["cgroupsPath"])
+    assert cgroups.cgroups_path("cgroupfs", "", ctr).endswith(ctr)
