@@ -198,3 +198,14 @@ def bcrypt_hash(password: str) -> str:
     if not hashed or not hashed.startswith("$2"):
         pytest.skip("libc crypt(3) cannot make bcrypt hashes for the htpasswd file")
     return hashed
+
+
+# The registry of `hack/e2e-env.sh up`, with the conformance test images.
+TEST_REGISTRY = "127.0.0.1:5000"
+
+
+def registry_is_up() -> bool:
+    try:
+        return httpx.get(f"http://{TEST_REGISTRY}/v2/", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,9 +32,10 @@ import pytest
 
 from runtime import errors
 from runtime.oci.runtime import DirWatcher, OCIError, RuncConmon
+from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
 REPO = Path(__file__).resolve().parents[2]
-REGISTRY = "127.0.0.1:5000"
+REGISTRY = TEST_REGISTRY
 IMAGE = "e2e-test-images/busybox:1.29-2"
 RUNC = "/usr/sbin/runc"
 CRUN = "/usr/bin/crun"
@@ -43,13 +43,6 @@ CONMON = "/usr/bin/conmon"
 # <RFC3339Nano timestamp> <stream> <F|P> <text>: the CRI log format the kubelet parses
 CRI_LINE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr) ([FP]) (.*)")
 
-
-def _registry_answers() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _missing_tools() -> list[str]:
@@ -64,7 +57,7 @@ def busybox() -> Iterator[tuple[Path, dict[str, Any]]]:
         pytest.skip("needs root")
     if _missing_tools():
         pytest.skip(f"missing tools: {', '.join(_missing_tools())}")
-    if not _registry_answers():
+    if not registry_is_up():
         pytest.skip(f"the test registry at {REGISTRY} does not answer")
     base = Path(tempfile.mkdtemp(prefix="crs-busybox-"))
     try:
@@ -445,6 +438,7 @@ CREATOR = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
 from runtime.oci.runtime import RuncConmon
+from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
 async def main(runc, root, conmon, state, cid, bundle, log):
     rt = RuncConmon("runc", runc, root, conmon, state)

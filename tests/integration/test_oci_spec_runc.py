@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from runtime import cgroups
@@ -20,8 +19,9 @@ from runtime.oci import spec as oci
 from runtime.oci.specinput import (
     ContainerInput, ImageInput, NamespacesInput, PodSecurityInput, ProfileInput, SandboxInput, SecurityInput,
 )
+from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
-REGISTRY = "127.0.0.1:5000"
+REGISTRY = TEST_REGISTRY
 IMAGE = f"{REGISTRY}/e2e-test-images/busybox:1.29-2"
 CGROUP_PARENT = "criservice-test"   # test-only; removed after each run
 TOOLS = ("runc", "skopeo", "umoci")
@@ -29,12 +29,6 @@ TOOLS = ("runc", "skopeo", "umoci")
 pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
                                 reason=f"needs {', '.join(TOOLS)}")
 
-
-def _registry_answers() -> bool:
-    try:
-        return httpx.get(f"http://{REGISTRY}/v2/", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -54,7 +48,7 @@ def _image_config(layout: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def bundle(short_tmp: Path) -> tuple[Path, dict[str, Any]]:
-    if not _registry_answers():
+    if not registry_is_up():
         pytest.skip(f"no registry at {REGISTRY} (hack/e2e-env.sh up starts one)")
     layout, bundle_dir = short_tmp / "layout", short_tmp / "bundle"
     copy = _run("skopeo", "copy", "--src-tls-verify=false", f"docker://{IMAGE}", f"oci:{layout}:b")

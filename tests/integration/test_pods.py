@@ -15,7 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,21 +27,15 @@ from api import api_pb2 as pb, api_pb2_grpc
 from runtime import cgroups
 from tests.conftest import write_config
 from tests.daemon import DaemonProcess
+from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
-REGISTRY = "127.0.0.1:5000"
+REGISTRY = TEST_REGISTRY
 BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 BRIDGE = "crs-pods0"
 
 
-def _registry_answers() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
-            return True
-    except OSError:
-        return False
 
-
-pytestmark = pytest.mark.skipif(not _registry_answers(),
+pytestmark = pytest.mark.skipif(not registry_is_up(),
                                 reason=f"needs the test registry on {REGISTRY} (hack/e2e-env.sh up)")
 
 
