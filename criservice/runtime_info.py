@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -12,6 +13,8 @@ from api import api_pb2 as pb
 from criservice import __version__
 from criservice.deps import Area
 from runtime import cgroups, errors
+from runtime.oci.features import handler_features
+from runtime.oci.spec import detect_host
 from runtime.readiness import network_readiness, runtime_readiness
 
 log = logging.getLogger("criservice.runtime_info")
@@ -40,12 +43,20 @@ class RuntimeInfo(Area):
                                 reason=network.reason, message=network.message),
         ]
         # "" is the default handler; named handlers are listed only when usable.
-        handlers = [pb.RuntimeHandler(name="", features=pb.RuntimeHandlerFeatures())] \
+        kernel = detect_host().kernel
+        usable = runtime.usable_handlers
+        found = await asyncio.gather(*(handler_features(h.binary.path, kernel) for h in usable))
+        features = {h.name: pb.RuntimeHandlerFeatures(
+            recursive_read_only_mounts=f.recursive_read_only_mounts, user_namespaces=f.user_namespaces)
+            for h, f in zip(usable, found)}
+        handlers = [pb.RuntimeHandler(name="", features=features.get(cfg.runtime.default_handler))] \
             if runtime.condition.ready else []
-        handlers += [pb.RuntimeHandler(name=h.name, features=pb.RuntimeHandlerFeatures())
-                     for h in runtime.usable_handlers]
-        response = pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions),
-                                     runtime_handlers=handlers, features=pb.RuntimeFeatures())
+        handlers += [pb.RuntimeHandler(name=h.name, features=features[h.name]) for h in usable]
+        # Supplemental groups: Merge and Strict both honoured, the user reported in ContainerStatus.
+        # Bind mount options: nosuid, nodev, noexec and the like pass to the runtime.
+        response = pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), runtime_handlers=handlers,
+                                     features=pb.RuntimeFeatures(supplemental_groups_policy=True,
+                                                                 mount_options=True))
         if request.verbose:
             layout = cgroups.detect()
             response.info["config"] = json.dumps(cfg.to_dict())

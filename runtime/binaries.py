@@ -34,26 +34,34 @@ def resolve(name: str) -> str | None:
     return shutil.which(name)
 
 
-_cache: dict[tuple[str, int, int, int], tuple[str, str]] = {}
+_cache: dict[tuple[str, int, int, int, tuple[str, ...]], tuple[str, str]] = {}
 
 
 async def probe(name: str, args: tuple[str, ...] = ("--version",)) -> BinaryInfo:
+    """The binary and the first line of what `args` prints."""
+    path, text, error = await output(name, args)
+    return BinaryInfo(name, path, text.splitlines()[0] if text else "", error)
+
+
+async def output(name: str, args: tuple[str, ...]) -> tuple[str, str, str]:
+    """(path, whole output, error) of running the binary with `args`, cached per
+    binary identity and arguments."""
     path = resolve(name)
     if path is None:
         where = "" if os.sep in name else " on PATH"
-        return BinaryInfo(name, "", "", f"{name} not found{where}")
+        return "", "", f"{name} not found{where}"
     try:
         st = os.stat(path)
     except OSError as e:
-        return BinaryInfo(name, path, "", f"{path}: {e.strerror}")
-    key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        return path, "", f"{path}: {e.strerror}"
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns, args)
     if key not in _cache:
-        _cache[key] = await _run_version(path, args)
-    version, error = _cache[key]
-    return BinaryInfo(name, path, version, error)
+        _cache[key] = await _run(path, args)
+    text, error = _cache[key]
+    return path, text, error
 
 
-async def _run_version(path: str, args: tuple[str, ...]) -> tuple[str, str]:
+async def _run(path: str, args: tuple[str, ...]) -> tuple[str, str]:
     try:
         proc = await asyncio.create_subprocess_exec(
             path, *args, stdin=asyncio.subprocess.DEVNULL,
@@ -69,4 +77,4 @@ async def _run_version(path: str, args: tuple[str, ...]) -> tuple[str, str]:
     text = out.decode(errors="replace").strip()
     if proc.returncode != 0:
         return "", f"{path} {' '.join(args)} exited {proc.returncode}: {text[:200]}"
-    return (text.splitlines()[0] if text else ""), ""
+    return text, ""

@@ -31,6 +31,7 @@ from typing import Any
 
 from runtime import cgroups, errors
 from runtime.oci import seccomp
+from runtime.oci.features import RRO_MIN_KERNEL
 from runtime.oci.specinput import (
     ContainerInput, DeviceInput, IDMapping, ImageInput, MountInput, ProfileInput, ResourcesInput,
     SandboxInput, SecurityInput, UserNamespaceInput,
@@ -62,7 +63,6 @@ DEFAULT_MASKED_PATHS: tuple[str, ...] = (
 DEFAULT_READONLY_PATHS: tuple[str, ...] = (
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
-RRO_MIN_KERNEL = (5, 12)           # mount_setattr(2) with AT_RECURSIVE
 SANDBOX_OOM_SCORE_ADJ = -998       # the kubelet's (and containerd's) for pod infrastructure
 SANDBOX_CPU_SHARES = 2
 
