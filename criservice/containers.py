@@ -50,6 +50,18 @@ def _config(record: ContainerRecord) -> pb.ContainerConfig:
     return pb.ContainerConfig.FromString(record.config)
 
 
+def _mounts(record: ContainerRecord, cfg: pb.ContainerConfig) -> list[pb.Mount]:
+    """The mounts asked for; an image volume also names the image it resolved to."""
+    volumes = record.details.get("image_volumes", {})
+    out = []
+    for m in cfg.mounts:
+        if m.HasField("image") and m.container_path in volumes:
+            m = pb.Mount.FromString(m.SerializeToString())
+            m.image.image_ref = volumes[m.container_path]["image_id"]
+        out.append(m)
+    return out
+
+
 def _metadata(record: ContainerRecord) -> pb.ContainerMetadata:
     return pb.ContainerMetadata(name=record.name, attempt=record.attempt)
 
@@ -110,7 +122,7 @@ class Containers(Area):
             image=pb.ImageSpec(image=record.image_ref, annotations=cfg.image.annotations),
             image_ref=self._image_ref(record), image_id=record.image_id, reason=record.reason,
             message=record.message, labels=record.labels, annotations=record.annotations,
-            mounts=cfg.mounts, log_path=record.details.get("log_path", ""),
+            mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),
             stop_signal=cfg.stop_signal)
         resources = record.details.get("resources")
         if resources is not None:

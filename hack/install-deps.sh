@@ -2,7 +2,7 @@
 # Install everything criservice and its tests need on a Debian 12 host. Idempotent.
 #   - Debian packages (runtimes, conmon, CNI plugins, registry and image tools)
 #   - a venv at .venv with criservice installed editable (with dev extras)
-#   - crictl and critest (cri-tools) built from the Go module proxy into .tools/bin
+#   - crictl, critest (cri-tools) and the ginkgo CLI built from the Go module proxy into .tools/bin
 # Nothing is downloaded from anywhere but Debian's mirrors, PyPI and the Go proxy.
 set -euo pipefail
 
@@ -48,12 +48,15 @@ fi
 # cri-tools from the Go module proxy: crictl by go install, critest as a test binary.
 BIN=$ROOT/.tools/bin
 mkdir -p "$BIN"
-if [[ ! -x $BIN/crictl || "$(cat "$BIN/.cri-tools-version" 2>/dev/null)" != "$CRI_TOOLS_VERSION" ]]; then
+if [[ ! -x $BIN/crictl || ! -x $BIN/ginkgo || "$(cat "$BIN/.cri-tools-version" 2>/dev/null)" != "$CRI_TOOLS_VERSION" ]]; then
     echo "install-deps: building crictl and critest ${CRI_TOOLS_VERSION}"
     (cd /tmp && GOBIN=$BIN go install "sigs.k8s.io/cri-tools/cmd/crictl@${CRI_TOOLS_VERSION}")
     src=$(cd /tmp && go mod download -json "sigs.k8s.io/cri-tools@${CRI_TOOLS_VERSION}" | jq -r .Dir)
     # The module zip has no vendor/, so resolve dependencies through the proxy (-mod=mod).
     (cd "$src" && go test -mod=mod -c ./cmd/critest -o "$BIN/critest")
+    # `critest -parallel N` runs the ginkgo CLI: the version cri-tools itself pins.
+    ginkgo=$(awk '$1 == "github.com/onsi/ginkgo/v2" {print $2}' "$src/go.mod")
+    (cd /tmp && GOBIN=$BIN go install "github.com/onsi/ginkgo/v2/ginkgo@${ginkgo}")
     echo "$CRI_TOOLS_VERSION" > "$BIN/.cri-tools-version"
 fi
 echo "install-deps: ok (venv $ROOT/.venv, tools $BIN)"

@@ -10,6 +10,7 @@ by `recover()` at the next start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -129,6 +130,7 @@ class ContainerManager:
                      image: ImageRecord) -> None:
         snap = self.snapshots.create(record.id, image)
         rootfs = await self.snapshots.mount(record.id)
+        container = await self._image_volumes(record.id, container)
         cgroups_path = self._cgroups_path(sandbox, record.id)
         target_ns = None
         if container.security.namespaces.pid == "target":
@@ -152,6 +154,32 @@ class ContainerManager:
                                   log_path=record.details["log_path"], tty=container.tty,
                                   user=spec.get("process", {}).get("user", {}))
 
+    async def _image_volumes(self, container_id: str, container: ContainerInput) -> ContainerInput:
+        """Each image volume becomes a snapshot of its image of its own (which keeps the
+        image's layers alive), mounted and bound read-only, or the sub path of it."""
+        volumes: dict[str, dict[str, str]] = {}
+        resolved = []
+        for i, m in enumerate(container.mounts):
+            if not m.image:
+                resolved.append(m)
+                continue
+            where = f"mount {m.container_path!r}"
+            image = self.images.lookup(m.image)
+            if image is None:
+                raise errors.NotFound(f"{where}: image {m.image!r} of the image volume is not present: pull it first")
+            snapshot_id = f"{container_id}-vol{i}"
+            self.snapshots.create(snapshot_id, image)
+            volumes[m.container_path] = {"snapshot": snapshot_id, "image_id": image.id}
+            self.store.update_details(container_id, image_volumes=volumes)
+            root = await self.snapshots.mount(snapshot_id)
+            resolved.append(dataclasses.replace(m, host_path=_inside(root, m.image_sub_path, where)))
+        return dataclasses.replace(container, mounts=tuple(resolved)) if volumes else container
+
+    async def _remove_snapshots(self, record: ContainerRecord) -> None:
+        for volume in record.details.get("image_volumes", {}).values():
+            await self.snapshots.remove(volume["snapshot"])
+        await self.snapshots.remove(record.id)
+
     async def _undo(self, container_id: str) -> None:
         record = self.store.find(container_id)
         if record is None:
@@ -160,7 +188,7 @@ class ContainerManager:
             runtime = self.runtimes.get(record.details.get("handler", ""))
             if runtime is not None:
                 await runtime.delete(container_id, force=True)
-            await self.snapshots.remove(container_id)
+            await self._remove_snapshots(self.store.get(container_id))
             if record.details.get("cgroups_path"):
                 await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
         except Exception:  # noqa: BLE001 - logged; recover() retries at the next start
@@ -259,7 +287,7 @@ class ContainerManager:
                 watcher.cancel()
             runtime = self.runtime_for(record.details["handler"])
             await runtime.delete(container_id)
-            await self.snapshots.remove(container_id)
+            await self._remove_snapshots(record)
             if record.details.get("cgroups_path"):
                 await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
             self.store.delete(container_id)
@@ -358,6 +386,7 @@ class ContainerManager:
                 elif record.state == CONTAINER_RUNNING:
                     self._watch(record.id)
         keep = {r.id for r in self.store.list()}
+        keep |= {v["snapshot"] for r in self.store.list() for v in r.details.get("image_volumes", {}).values()}
         keep |= {s.details["infra_id"] for s in self.sandboxes.list() if s.details.get("infra_id")}
         await asyncio.to_thread(self.snapshots.recover, keep)
 
@@ -365,6 +394,20 @@ class ContainerManager:
         for task in list(self._watchers.values()):
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+
+
+def _inside(root: str, sub_path: str, where: str) -> str:
+    """`sub_path` of an image volume, which must exist and may not lead out of it."""
+    if not sub_path:
+        return root
+    if os.path.isabs(sub_path) or ".." in sub_path.split("/"):
+        raise errors.InvalidArgument(f"{where}: image_sub_path {sub_path!r} must be relative, without '..'")
+    path = os.path.realpath(os.path.join(root, sub_path))
+    if path != root and not path.startswith(root + os.sep):
+        raise errors.InvalidArgument(f"{where}: image_sub_path {sub_path!r} leads out of the image")
+    if not os.path.exists(path):
+        raise errors.InvalidArgument(f"{where}: image_sub_path {sub_path!r} does not exist in the image")
+    return path
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:

@@ -1,0 +1,42 @@
+"""Print critest's result by area from its ginkgo JSON report (hack/critest.sh).
+
+Exit status 1 when a spec failed, or when the report holds no spec at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter, defaultdict
+
+STATES = ("passed", "skipped", "failed")
+
+
+def tally(report: list[dict]) -> dict[str, Counter[str]]:
+    areas: dict[str, Counter[str]] = defaultdict(Counter)
+    for suite in report:
+        for spec in suite.get("SpecReports") or []:
+            if spec.get("LeafNodeType") != "It":
+                continue
+            area = (spec.get("ContainerHierarchyTexts") or ["?"])[0].removeprefix("[k8s.io] ")
+            state = spec.get("State", "?")
+            areas[area]["failed" if state not in ("passed", "skipped", "pending") else state] += 1
+    return areas
+
+
+def main(path: str) -> int:
+    with open(path) as f:
+        areas = tally(json.load(f))
+    total: Counter[str] = Counter()
+    print(f"| {'critest area':<40} | passed | skipped | failed |")
+    print(f"|{'-' * 42}|--------|---------|--------|")
+    for area in sorted(areas):
+        c = areas[area]
+        total.update(c)
+        print(f"| {area:<40} | {c['passed']:>6} | {c['skipped']:>7} | {c['failed']:>6} |")
+    print(f"| {'total':<40} | {total['passed']:>6} | {total['skipped']:>7} | {total['failed']:>6} |")
+    return 1 if total["failed"] or not sum(total.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
