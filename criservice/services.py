@@ -17,6 +17,7 @@ from criservice.containers import Containers
 from criservice.images import Images
 from criservice.runtime_info import RuntimeInfo
 from criservice.sandboxes import Sandboxes
+from criservice.stats import ResourceStats
 from runtime import errors
 
 
@@ -43,7 +44,8 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
     return cls
 
 
-class RuntimeService(RuntimeInfo, Sandboxes, Containers, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats,
+                     api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 

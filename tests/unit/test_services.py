@@ -105,7 +105,8 @@ async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
                    "ListPodSandbox", "StreamPodSandboxes", "CreateContainer", "StartContainer",
                    "StopContainer", "RemoveContainer", "ContainerStatus", "ListContainers",
                    "StreamContainers", "ExecSync", "UpdateContainerResources",
-                   "ReopenContainerLog"} | {
+                   "ReopenContainerLog", "ContainerStats", "ListContainerStats", "StreamContainerStats",
+                   "PodSandboxStats", "ListPodSandboxStats", "StreamPodSandboxStats"} | {
         m.name for m in pb.DESCRIPTOR.services_by_name["ImageService"].methods}
     for service_name in ("RuntimeService", "ImageService"):
         service = pb.DESCRIPTOR.services_by_name[service_name]
