@@ -16,9 +16,16 @@ from runtime.stats import Stats
 
 def lifecycle_listener(hub: EventHub, stats: Stats,
                        sandboxes: SandboxStore) -> Callable[[str, str, str, int], None]:
-    """The on_event hook of the container and pod managers."""
+    """The on_event hook of the container and pod managers. An exit recorded twice (the
+    exit watcher and StopContainer racing to write it) is published once."""
+    last: dict[str, str] = {}
 
     def on_event(kind: str, container_id: str, sandbox_id: str, timestamp_ns: int) -> None:
+        if last.get(container_id) == kind:
+            return
+        last[container_id] = kind
+        if kind == events.DELETED:
+            del last[container_id]
         hub.publish(kind, container_id, sandbox_id, timestamp_ns)
         if container_id == sandbox_id and kind == events.STOPPED:
             # Its network namespace is gone: close the netlink socket that pins it.

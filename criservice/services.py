@@ -14,6 +14,7 @@ import grpc
 from api import api_pb2, api_pb2_grpc
 from criservice.deps import Deps
 from criservice.containers import Containers
+from criservice.events import ContainerEvents
 from criservice.images import Images
 from criservice.runtime_info import RuntimeInfo
 from criservice.sandboxes import Sandboxes
@@ -44,7 +45,7 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
     return cls
 
 
-class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats,
+class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats, ContainerEvents,
                      api_pb2_grpc.RuntimeServiceServicer):
     pass
 
