@@ -16,6 +16,7 @@ from criservice.deps import Deps
 from criservice.containers import Containers
 from criservice.events import ContainerEvents
 from criservice.images import Images
+from criservice.podmetrics import PodMetrics
 from criservice.runtime_info import RuntimeInfo
 from criservice.sandboxes import Sandboxes
 from criservice.stats import ResourceStats
@@ -45,7 +46,7 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
     return cls
 
 
-class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats, ContainerEvents,
+class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats, ContainerEvents, PodMetrics,
                      api_pb2_grpc.RuntimeServiceServicer):
     pass
 

@@ -108,7 +108,8 @@ async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
                    "StreamContainers", "ExecSync", "UpdateContainerResources",
                    "ReopenContainerLog", "ContainerStats", "ListContainerStats", "StreamContainerStats",
                    "PodSandboxStats", "ListPodSandboxStats", "StreamPodSandboxStats",
-                   "GetContainerEvents"} | {
+                   "GetContainerEvents", "ListMetricDescriptors", "ListPodSandboxMetrics",
+                   "StreamPodSandboxMetrics"} | {
         m.name for m in pb.DESCRIPTOR.services_by_name["ImageService"].methods}
     for service_name in ("RuntimeService", "ImageService"):
         service = pb.DESCRIPTOR.services_by_name[service_name]
