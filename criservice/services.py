@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from api import api_pb2, api_pb2_grpc
+from criservice.checkpoint import Checkpoints
 from criservice.deps import Deps
 from criservice.containers import Containers
 from criservice.events import ContainerEvents
@@ -47,7 +48,7 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
 
 
 class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats, ContainerEvents, PodMetrics,
-                     api_pb2_grpc.RuntimeServiceServicer):
+                     Checkpoints, api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 
