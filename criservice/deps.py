@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from runtime.pods import PodManager
     from runtime.records import ContainerStore, SandboxStore
     from runtime.snapshots import Snapshots
+    from runtime.streaming import StreamingServer
     from runtime.stats import Stats
 
 
@@ -36,6 +37,7 @@ class Deps:
     stats: "Stats"
     events: "EventHub"
     started_at: float = field(default_factory=time.time)
+    streaming: "StreamingServer | None" = None
 
     @property
     def settings(self) -> SettingsStore:

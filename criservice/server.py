@@ -31,6 +31,7 @@ from runtime.records import ContainerStore, SandboxStore
 from runtime.snapshots import Snapshots
 from runtime.stats import Stats
 from runtime.state import StateDB
+from runtime.streaming import StreamingServer
 
 log = logging.getLogger("criservice.server")
 
@@ -84,6 +85,9 @@ class Daemon:
         self.deps = self._machinery(db, metrics)
         await self.deps.pods.recover()
         await self.deps.workloads.recover()
+        streaming = self.config.streaming
+        self.deps.streaming = StreamingServer(streaming.address, streaming.port, idle_timeout=streaming.idle_timeout)
+        await self.deps.streaming.start()
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(metrics)],
             options=[("grpc.max_send_message_length", MAX_MESSAGE),
@@ -170,6 +174,8 @@ class Daemon:
             except FileNotFoundError:
                 pass
         if self.deps is not None:
+            if self.deps.streaming is not None:
+                await self.deps.streaming.close()
             await self.deps.workloads.close()
             self.deps.stats.close()
             await self.deps.puller.close()

@@ -20,6 +20,7 @@ from criservice.images import Images
 from criservice.podmetrics import PodMetrics
 from criservice.runtime_info import RuntimeInfo
 from criservice.sandboxes import Sandboxes
+from criservice.streaming import Streaming
 from criservice.stats import ResourceStats
 from runtime import errors
 
@@ -48,7 +49,7 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
 
 
 class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats, ContainerEvents, PodMetrics,
-                     Checkpoints, api_pb2_grpc.RuntimeServiceServicer):
+                     Checkpoints, Streaming, api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 

@@ -109,7 +109,8 @@ async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
                    "ReopenContainerLog", "ContainerStats", "ListContainerStats", "StreamContainerStats",
                    "PodSandboxStats", "ListPodSandboxStats", "StreamPodSandboxStats",
                    "GetContainerEvents", "ListMetricDescriptors", "ListPodSandboxMetrics",
-                   "StreamPodSandboxMetrics", "CheckpointContainer", "UpdatePodSandboxResources"} | {
+                   "StreamPodSandboxMetrics", "CheckpointContainer", "UpdatePodSandboxResources",
+                   "Exec", "Attach", "PortForward"} | {
         m.name for m in pb.DESCRIPTOR.services_by_name["ImageService"].methods}
     for service_name in ("RuntimeService", "ImageService"):
         service = pb.DESCRIPTOR.services_by_name[service_name]
