@@ -12,11 +12,14 @@ from runtime.state import SettingsStore, StateDB
 
 if TYPE_CHECKING:
     from runtime.containers import ContainerManager
+    from runtime.events import EventHub
     from runtime.images.puller import Puller
     from runtime.images.store import ImageStore
     from runtime.pods import PodManager
     from runtime.records import ContainerStore, SandboxStore
     from runtime.snapshots import Snapshots
+    from runtime.streaming import StreamingServer
+    from runtime.stats import Stats
 
 
 @dataclass
@@ -31,7 +34,10 @@ class Deps:
     containers: "ContainerStore"
     pods: "PodManager"
     workloads: "ContainerManager"
+    stats: "Stats"
+    events: "EventHub"
     started_at: float = field(default_factory=time.time)
+    streaming: "StreamingServer | None" = None
 
     @property
     def settings(self) -> SettingsStore:

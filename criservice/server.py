@@ -18,6 +18,7 @@ from criservice.metrics import Metrics
 from runtime.cni import CniNetwork
 from runtime.cni_config import CniConfigError, load_network
 from runtime.containers import ContainerManager
+from runtime.events import EventHub
 from runtime.images.puller import Puller, PullStats
 from runtime.images.registry import RegistryClient
 from runtime import binaries
@@ -28,7 +29,9 @@ from runtime.oci.runtime import OCIRuntime, RuncConmon
 from runtime.pods import PodManager
 from runtime.records import ContainerStore, SandboxStore
 from runtime.snapshots import Snapshots
+from runtime.stats import Stats
 from runtime.state import StateDB
+from runtime.streaming import StreamingServer
 
 log = logging.getLogger("criservice.server")
 
@@ -82,6 +85,9 @@ class Daemon:
         self.deps = self._machinery(db, metrics)
         await self.deps.pods.recover()
         await self.deps.workloads.recover()
+        streaming = self.config.streaming
+        self.deps.streaming = StreamingServer(streaming.address, streaming.port, idle_timeout=streaming.idle_timeout)
+        await self.deps.streaming.start()
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(metrics)],
             options=[("grpc.max_send_message_length", MAX_MESSAGE),
@@ -128,12 +134,18 @@ class Daemon:
             runtimes[name] = RuncConmon(name, path, cfg.handler_root(name), conmon,
                                         os.path.join(cfg.paths.run_dir, "conmon", name))
         from criservice.containers import sandbox_input
+        from criservice.observe import lifecycle_listener, state_metrics
+        hub, stats = EventHub(), Stats(snapshots.root)
+        on_event = lifecycle_listener(hub, stats, sandboxes)
         workloads = ContainerManager(containers, sandboxes, images, snapshots, puller, runtimes,
                                      cgroup_driver=cfg.runtime.cgroup_driver, pause_image=cfg.image.pause_image,
-                                     sandbox_input=sandbox_input)
+                                     sandbox_input=sandbox_input, on_oom=metrics.observe_oom, on_event=on_event)
         pods = PodManager(sandboxes, run_dir=cfg.paths.run_dir, netns_dir=cfg.paths.netns_dir,
-                          network=self._network, infra=workloads)
-        return Deps(cfg, db, metrics, images, puller, snapshots, sandboxes, containers, pods, workloads)
+                          network=self._network, infra=workloads, on_phases=metrics.observe_pod_phases,
+                          on_event=on_event)
+        metrics.watch(state_metrics(sandboxes, containers, hub))
+        return Deps(cfg, db, metrics, images, puller, snapshots, sandboxes, containers, pods, workloads,
+                    stats, hub)
 
     def _network(self) -> CniNetwork:
         """The pod network as configured now: a changed conflist applies to the next pod."""
@@ -162,7 +174,10 @@ class Daemon:
             except FileNotFoundError:
                 pass
         if self.deps is not None:
+            if self.deps.streaming is not None:
+                await self.deps.streaming.close()
             await self.deps.workloads.close()
+            self.deps.stats.close()
             await self.deps.puller.close()
             await self.deps.puller.client.aclose()
             self.deps.db.close()

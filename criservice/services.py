@@ -12,11 +12,16 @@ from typing import Any
 import grpc
 
 from api import api_pb2, api_pb2_grpc
+from criservice.checkpoint import Checkpoints
 from criservice.deps import Deps
 from criservice.containers import Containers
+from criservice.events import ContainerEvents
 from criservice.images import Images
+from criservice.podmetrics import PodMetrics
 from criservice.runtime_info import RuntimeInfo
 from criservice.sandboxes import Sandboxes
+from criservice.streaming import Streaming
+from criservice.stats import ResourceStats
 from runtime import errors
 
 
@@ -43,7 +48,8 @@ def _complete(cls: type, generated_base: type, service: str) -> type:
     return cls
 
 
-class RuntimeService(RuntimeInfo, Sandboxes, Containers, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeService(RuntimeInfo, Sandboxes, Containers, ResourceStats, ContainerEvents, PodMetrics,
+                     Checkpoints, Streaming, api_pb2_grpc.RuntimeServiceServicer):
     pass
 
 

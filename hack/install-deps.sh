@@ -17,6 +17,8 @@ PACKAGES=(
     # what hack/build-test-images.sh takes binaries from (see shared test-images notes)
     nginx-light apache2-bin gcc libc6-dev
     curl jq bc tmux python3-venv
+    # observability tests (a real Prometheus scrapes the daemon) and CheckpointContainer
+    prometheus criu
 )
 
 missing=()
@@ -28,9 +30,9 @@ if ((${#missing[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# Debian's nginx package starts a service on port 80; the test images only take its binary.
+# Debian's nginx and prometheus packages start services; the tests only take their binaries.
 if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-    systemctl disable --now nginx >/dev/null 2>&1 || true
+    systemctl disable --now nginx prometheus >/dev/null 2>&1 || true
 fi
 pkill -x nginx 2>/dev/null || true
 

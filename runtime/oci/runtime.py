@@ -93,6 +93,25 @@ class ExecResult:
     timed_out: bool      # the CRI wants DEADLINE_EXCEEDED for this
 
 
+@dataclass(frozen=True)
+class ExecCommand:
+    """`runc exec` for an interactive session: its argv and the files it leaves."""
+    argv: list[str]
+    pid_file: str        # the exec'd process's pid, once it runs
+    log_file: str        # runc's own messages
+
+    def pid(self) -> int | None:
+        return _read_int(self.pid_file)
+
+    def error(self) -> str:
+        """What runc itself reported (empty when it did not fail)."""
+        return _runtime_message(_read_text(self.log_file) or "")
+
+    def cleanup(self) -> None:
+        for path in (self.pid_file, self.log_file):
+            _unlink(path)
+
+
 class OCIRuntime(Protocol):
     """What the RPC code needs from an OCI runtime; runc and crun both implement it."""
     name: str
@@ -804,6 +823,34 @@ class RuncConmon(OCIRuntime):
         if code != 0 and message:
             raise OCIError(f"{self.name} exec in {container_id}: {message}")
         return ExecResult(code, bytes(out.data), bytes(err.data), False)
+
+    def exec_command(self, container_id: str, argv: list[str], *, tty: bool = False,
+                     env: list[str] | None = None) -> ExecCommand:
+        """The `runc exec` of a streaming session. With `tty` runc makes the terminal and
+        relays it to its own stdio, which must then be a terminal too (runc accepts
+        --console-socket only when it detaches, and then its exit code is lost)."""
+        self._dir(container_id)
+        if not argv:
+            raise errors.InvalidArgument("exec: the command is empty")
+        token = secrets.token_hex(8)
+        pid_file, log_file = (os.path.join(self._exec_dir, f"{token}.{ext}") for ext in ("pid", "log"))
+        args = ["exec", "--pid-file", pid_file, *(a for e in env or [] for a in ("--env", e))]
+        if tty:
+            args.append("--tty")
+        return ExecCommand(self._runtime_argv(*args, container_id, *argv, log_file=log_file), pid_file, log_file)
+
+    async def end_exec(self, proc: asyncio.subprocess.Process, command: ExecCommand, *,
+                       grace: float = EXEC_KILL_GRACE) -> None:
+        """Hang up on an exec'd process (SIGHUP to its process group), and kill it when it
+        is still there after `grace` seconds; returns once runc exec is gone."""
+        pid = command.pid()
+        if pid and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signals.SIGHUP)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+        except TimeoutError:
+            await self._kill_exec(proc, command.pid_file)
 
     async def _exec_wait(self, proc: asyncio.subprocess.Process, pid_file: str,
                          timeout: float | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -105,7 +106,11 @@ async def test_every_rpc_is_registered_and_unimplemented_ones_name_themselves(
                    "ListPodSandbox", "StreamPodSandboxes", "CreateContainer", "StartContainer",
                    "StopContainer", "RemoveContainer", "ContainerStatus", "ListContainers",
                    "StreamContainers", "ExecSync", "UpdateContainerResources",
-                   "ReopenContainerLog"} | {
+                   "ReopenContainerLog", "ContainerStats", "ListContainerStats", "StreamContainerStats",
+                   "PodSandboxStats", "ListPodSandboxStats", "StreamPodSandboxStats",
+                   "GetContainerEvents", "ListMetricDescriptors", "ListPodSandboxMetrics",
+                   "StreamPodSandboxMetrics", "CheckpointContainer", "UpdatePodSandboxResources",
+                   "Exec", "Attach", "PortForward"} | {
         m.name for m in pb.DESCRIPTOR.services_by_name["ImageService"].methods}
     for service_name in ("RuntimeService", "ImageService"):
         service = pb.DESCRIPTOR.services_by_name[service_name]
@@ -176,3 +181,26 @@ def test_area_mixins_share_no_helper_names() -> None:
                 continue
             assert name not in seen, f"{area.__name__}.{name} shadows {seen[name]}.{name}"
             seen[name] = area.__name__
+
+
+async def test_container_events_stream_to_several_subscribers(channel: grpc.aio.Channel,
+                                                              daemon: Daemon) -> None:
+    rt = api_pb2_grpc.RuntimeServiceStub(channel)
+    hub = daemon.deps.events  # type: ignore[union-attr]
+    streams = [rt.GetContainerEvents(pb.GetEventsRequest()) for _ in range(2)]
+    while hub.subscribers < 2:
+        await asyncio.sleep(0.01)
+    hub.publish("deleted", "c1", "gone-sandbox", 42)
+    for stream in streams:
+        event = await asyncio.wait_for(stream.read(), 5)
+        assert event.container_id == "c1" and event.created_at == 42
+        assert event.container_event_type == pb.ContainerEventType.CONTAINER_DELETED_EVENT
+        assert not event.HasField("pod_sandbox_status")  # the sandbox is gone
+        stream.cancel()
+    reg = daemon.deps.metrics.registry  # type: ignore[union-attr]
+    assert reg.get_sample_value("criservice_events_published_total") == 1
+    for _ in range(100):
+        if hub.subscribers == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert reg.get_sample_value("criservice_event_subscribers") == 0

@@ -1,0 +1,52 @@
+"""GetContainerEvents: the lifecycle events of containers and sandboxes, streamed.
+
+Each event carries the pod's status and the statuses of its containers as they
+are when the event is sent, which is what the kubelet's Evented PLEG updates its
+cache from. A sandbox's own events name the sandbox id as the container id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from api import api_pb2 as pb
+from criservice.deps import Area
+from runtime import errors, events
+from runtime.events import Event
+
+_TYPES = {events.CREATED: pb.ContainerEventType.CONTAINER_CREATED_EVENT,
+          events.STARTED: pb.ContainerEventType.CONTAINER_STARTED_EVENT,
+          events.STOPPED: pb.ContainerEventType.CONTAINER_STOPPED_EVENT,
+          events.DELETED: pb.ContainerEventType.CONTAINER_DELETED_EVENT}
+
+
+class ContainerEvents(Area):
+    async def _event_response(self, event: Event,
+                              context: grpc.aio.ServicerContext) -> pb.ContainerEventResponse:
+        response = pb.ContainerEventResponse(container_id=event.container_id,
+                                             container_event_type=_TYPES[event.kind],
+                                             created_at=event.timestamp_ns)
+        try:
+            status = await self.PodSandboxStatus(  # type: ignore[attr-defined]
+                pb.PodSandboxStatusRequest(pod_sandbox_id=event.sandbox_id), context)
+        except errors.NotFound:
+            return response  # the sandbox is gone: nothing left to describe
+        response.pod_sandbox_status.CopyFrom(status.status)
+        for record in self.deps.containers.in_sandbox(event.sandbox_id):
+            if record.details.get("building"):
+                continue
+            try:
+                answer = await self.ContainerStatus(  # type: ignore[attr-defined]
+                    pb.ContainerStatusRequest(container_id=record.id), context)
+            except errors.NotFound:
+                continue  # removed meanwhile
+            response.containers_statuses.append(answer.status)
+        return response
+
+    async def GetContainerEvents(self, request: pb.GetEventsRequest,
+                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ContainerEventResponse]:
+        with self.deps.events.subscribe() as subscription:
+            async for event in subscription:
+                yield await self._event_response(event, context)
