@@ -224,3 +224,25 @@ def test_logs_follow_tail_since_timestamps(cri: Crictl, endpoint: str) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_log_file_format_long_partial_and_binary_lines(cri: Crictl) -> None:
+    script = ("head -c 20000 /dev/zero | tr '\\0' a; echo; printf 'bin\\001\\377x\\n'; echo err >&2; "
+              "printf no-newline")
+    ctr = running(cri, "longline", command=["sh", "-c", script])
+    deadline = time.monotonic() + 20
+    while cri.inspect("inspect", ctr)["status"]["state"] != "CONTAINER_EXITED":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    path = Path(cri.inspect("inspect", ctr)["status"]["logPath"])
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    entries = [line.split(b" ", 3) for line in path.read_bytes().split(b"\n") if line]
+    assert all(re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(Z|[+-]\d\d:\d\d)", e[0]) for e in entries)
+    stdout = [e for e in entries if e[1] == b"stdout"]
+    # the long line comes in parts (P) ended by a full one (F)
+    long_parts = [e for e in stdout if e[3].startswith(b"a")]
+    assert len(long_parts) > 1 and [e[2] for e in long_parts] == [b"P"] * (len(long_parts) - 1) + [b"F"]
+    assert b"".join(e[3] for e in long_parts) == b"a" * 20000
+    assert [b"F", b"bin\x01\xffx"] in [e[2:] for e in stdout]
+    assert stdout[-1][2:] == [b"P", b"no-newline"]   # the last line had no newline
+    assert [e[2:] for e in entries if e[1] == b"stderr"] == [[b"F", b"err"]]
