@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from tests.e2e.conftest import CRICTL, CRITEST
-from tests.e2e.test_crictl_pods import BUSYBOX, Crictl, cri  # noqa: F401 - the fixture
+from tests.e2e.conftest import BUSYBOX, Crictl
 
 BURN = ["sh", "-c", "while :; do :; done"]
 FILL = ["sh", "-c", "x=$(head -c 41943040 /dev/zero | tr '\\0' a); while :; do sleep 1; done"]

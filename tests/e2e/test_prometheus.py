@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_crictl_pods import BUSYBOX, Crictl, cri  # noqa: F401 - the fixture
+from tests.e2e.conftest import BUSYBOX, Crictl
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

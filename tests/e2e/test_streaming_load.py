@@ -12,8 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.e2e.conftest import CRICTL
-from tests.e2e.test_crictl_pods import BUSYBOX, NGINX, Crictl, free_port, http_status
-from tests.e2e.test_crictl_streaming import cri  # noqa: F401
+from tests.e2e.conftest import BUSYBOX, NGINX, Crictl, free_port, http_status
 
 EXECS = 50
 FORWARDS = 20
