@@ -152,7 +152,7 @@ class ImageConfig:
 class StreamingConfig:
     address: str = _opt("127.0.0.1", _ip)
     port: int = _opt(0, _port)
-    idle_timeout: float = _opt(300.0, _at_least(1))
+    idle_timeout: float = _opt(14400.0, _at_least(1))
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,9 @@ max_layer_bytes = 68719476736
 # Address of the exec/attach/port-forward server; port 0 picks a free port.
 address = "127.0.0.1"
 port = 0
-# Seconds a streaming session may stay idle before it is closed.
-idle_timeout = 300.0
+# Seconds a streaming session may stay idle before it is closed (4 h, as the
+# kubelet's streamingConnectionIdleTimeout and containerd's stream_idle_timeout).
+idle_timeout = 14400.0
 
 [metrics]
 # Prometheus endpoint as HOST:PORT, for example "127.0.0.1:9090"; empty is off.
