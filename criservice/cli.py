@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as e:
         print(f"criservice: cannot start: {e}", file=sys.stderr)
         return 1
+    except config_mod.ConfigError as e:  # a file the configuration names is unusable
+        print(f"criservice: bad configuration: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

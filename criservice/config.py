@@ -34,6 +34,10 @@ def _absolute(value: str) -> str | None:
     return None if os.path.isabs(value) else f"must be an absolute path, got {value!r}"
 
 
+def _absolute_or_empty(value: str) -> str | None:
+    return _absolute(value) if value else None
+
+
 def _one_of(*choices: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
@@ -153,6 +157,9 @@ class StreamingConfig:
     address: str = _opt("127.0.0.1", _ip)
     port: int = _opt(0, _port)
     idle_timeout: float = _opt(14400.0, _at_least(1))
+    # TLS for the streaming server: both files, or neither (plain HTTP on loopback).
+    tls_cert_file: str = _opt("", _absolute_or_empty)
+    tls_key_file: str = _opt("", _absolute_or_empty)
 
 
 @dataclass(frozen=True)
@@ -321,6 +328,9 @@ def _build(layers: list[tuple[str, dict[str, Any]]]) -> Config:
         loader.fail(("runtime", "default_handler"),
                     f"names no handler in [runtime.handlers] "
                     f"(have: {', '.join(sorted(config.runtime.handlers))})")
+    if bool(config.streaming.tls_cert_file) != bool(config.streaming.tls_key_file):
+        loader.fail(("streaming", "tls_key_file" if config.streaming.tls_cert_file else "tls_cert_file"),
+                    "TLS needs both tls_cert_file and tls_key_file")
     for host in config.image.registries:
         if not host or "/" in host:
             loader.fail(("image", "registries", host),

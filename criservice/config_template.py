@@ -78,6 +78,10 @@ port = 0
 # Seconds a streaming session may stay idle before it is closed (4 h, as the
 # kubelet's streamingConnectionIdleTimeout and containerd's stream_idle_timeout).
 idle_timeout = 14400.0
+# Serve the streaming URLs over TLS with this certificate and key (PEM files);
+# both empty: plain HTTP, which is what the kubelet uses on one node.
+tls_cert_file = ""
+tls_key_file = ""
 
 [metrics]
 # Prometheus endpoint as HOST:PORT, for example "127.0.0.1:9090"; empty is off.

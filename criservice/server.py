@@ -6,12 +6,13 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import stat
 
 import grpc
 
 from criservice import __version__, services
-from criservice.config import Config
+from criservice.config import Config, ConfigError
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
 from criservice.metrics import Metrics
@@ -86,7 +87,8 @@ class Daemon:
         await self.deps.pods.recover()
         await self.deps.workloads.recover()
         streaming = self.config.streaming
-        self.deps.streaming = StreamingServer(streaming.address, streaming.port, idle_timeout=streaming.idle_timeout)
+        self.deps.streaming = StreamingServer(streaming.address, streaming.port, idle_timeout=streaming.idle_timeout,
+                                              tls=_tls_context(streaming.tls_cert_file, streaming.tls_key_file))
         await self.deps.streaming.start()
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(metrics)],
@@ -197,3 +199,15 @@ async def serve(config: Config) -> None:
         await daemon.wait()
     finally:
         await daemon.stop()
+
+
+def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    if not cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError("<config>", "streaming.tls_cert_file", f"cannot load {cert_file} / {key_file}: {e}") \
+            from None
+    return context

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +121,32 @@ def test_config_default_prints_a_loadable_file(short_tmp: Path) -> None:
     f = short_tmp / "default.toml"
     f.write_text(res.stdout)
     assert run_cli("--config", str(f), "config", "check").returncode == 0
+
+
+def test_streaming_server_over_tls(short_tmp: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.registry_helpers import free_port, self_signed, write_key
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed(short_tmp / "stream.crt", "127.0.0.1", key)
+    port = free_port()
+    d = DaemonProcess(write_config(short_tmp, f"""
+[streaming]
+port = {port}
+tls_cert_file = "{cert}"
+tls_key_file = "{write_key(short_tmp / 'stream.key', key)}"
+""")).start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /exec/not-a-token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert tls.recv(100).startswith(b"HTTP/1.1 404")
+    finally:
+        d.kill()
+
+
+def test_tls_needs_both_files(short_tmp: Path) -> None:
+    res = run_cli("--config", str(write_config(short_tmp, '[streaming]\ntls_cert_file = "/x.crt"\n')),
+                  "config", "check")
+    assert res.returncode == 2 and "streaming.tls_key_file" in res.stderr and "both" in res.stderr
