@@ -139,6 +139,16 @@ def test_burning_and_filling_containers_show_moving_numbers(node: Node) -> None:
         filter=pb.ContainerStatsFilter(pod_sandbox_id=pod[:12]))).stats
     assert {s.attributes.id for s in listed} == {burn, fill}
 
+    # The streaming variants list the same.
+    streamed = [s for r in node.rt.StreamContainerStats(pb.StreamContainerStatsRequest()) for s in r.container_stats]
+    assert {s.attributes.id for s in streamed} == {burn, fill}
+    streamed_pods = [s for r in node.rt.StreamPodSandboxStats(pb.StreamPodSandboxStatsRequest())
+                     for s in r.pod_sandbox_stats]
+    assert [s.attributes.id for s in streamed_pods] == [pod]
+    streamed_metrics = [m for r in node.rt.StreamPodSandboxMetrics(pb.StreamPodSandboxMetricsRequest())
+                        for m in r.pod_sandbox_metrics]
+    assert [m.pod_sandbox_id for m in streamed_metrics] == [pod]
+
     # The pod: totals of its containers, its processes, its network.
     def pod_stats() -> pb.PodSandboxStats:
         return node.rt.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod), timeout=10).stats
