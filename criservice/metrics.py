@@ -28,6 +28,10 @@ class _Callback(Collector):
         return self._collect()
 
 
+# Server streams that last as long as their client listens: no latency to speak of.
+SUBSCRIPTIONS = frozenset({"GetContainerEvents"})
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -87,7 +91,8 @@ class Metrics:
             self.phases.labels(RPC_PHASES[method]).observe(seconds)
         if code != "OK":
             self.errors.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        if method not in SUBSCRIPTIONS:
+            self.latency.labels(method).observe(seconds)
 
     def serve(self, address: str) -> None:
         """Serve /metrics on HOST:PORT from a background thread."""

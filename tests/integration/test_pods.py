@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,95 +23,17 @@ import pytest
 
 from api import api_pb2 as pb, api_pb2_grpc
 from runtime import cgroups
-from tests.conftest import write_config
-from tests.daemon import DaemonProcess
+from tests.node import BUSYBOX, Node, host_view, running_node
 from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
-REGISTRY = TEST_REGISTRY
-BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
-BRIDGE = "crs-pods0"
-
-
-
 pytestmark = pytest.mark.skipif(not registry_is_up(),
-                                reason=f"needs the test registry on {REGISTRY} (hack/e2e-env.sh up)")
-
-
-@dataclass
-class Node:
-    daemon: DaemonProcess
-    base: Path
-
-    @property
-    def rt(self) -> api_pb2_grpc.RuntimeServiceStub:
-        return api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel("unix:" + self.daemon.socket))
-
-    @property
-    def images(self) -> api_pb2_grpc.ImageServiceStub:
-        return api_pb2_grpc.ImageServiceStub(grpc.insecure_channel("unix:" + self.daemon.socket))
-
-    def restart(self, sig: int = signal.SIGTERM) -> None:
-        if sig == signal.SIGKILL:
-            self.daemon.kill()
-        else:
-            self.daemon.stop(sig)
-        self.daemon.start()
-
-
-def _config(base: Path) -> Path:
-    cni = base / "cni"
-    cni.mkdir(parents=True)
-    (cni / "10-pods.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0", "name": "crs-pods", "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "ipMasq": False, "isGateway": True,
-             "ipam": {"type": "host-local", "dataDir": str(base / "ipam"),
-                      "ranges": [[{"subnet": "10.98.0.0/24"}]]}},
-            {"type": "portmap", "capabilities": {"portMappings": True}}]}))
-    cfg = write_config(base, f"""
-[image.registries."registry.k8s.io"]
-mirrors = ["http://{REGISTRY}"]
-[image.registries."{REGISTRY}"]
-insecure = true
-""", cni_dir=cni)
-    # The namespaces of this node live in its directory, away from the host's /var/run/netns.
-    cfg.write_text(cfg.read_text().replace("[paths]\n", f'[paths]\nnetns_dir = "{base}/netns"\n', 1))
-    return cfg
+                                reason=f"needs the test registry on {TEST_REGISTRY} (hack/e2e-env.sh up)")
 
 
 @pytest.fixture
 def node(short_tmp: Path) -> Iterator[Node]:
-    n = Node(DaemonProcess(_config(short_tmp)).start(), short_tmp)
-    n.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)), timeout=120)
-    before = host_view(short_tmp)
-    yield n
-    try:
-        for sb in n.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-            n.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
-            n.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
-        after = host_view(short_tmp)
-        problems = [ln for ln in n.daemon.log.read_text().splitlines() if '"level": "ERROR"' in ln
-                    or "Traceback" in ln or "Error" in ln][-20:]
-        assert after == before, f"leaked: {after} (before: {before}); daemon errors:\n" + "\n".join(problems)
-    finally:
-        n.daemon.kill()
-        subprocess.run(["pkill", "-KILL", "-f", f"conmon .*{short_tmp}/"], check=False)
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            target = line.split()[4]
-            if target.startswith(str(short_tmp) + "/"):
-                subprocess.run(["umount", "-l", target], check=False)
-        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
-
-
-def host_view(base: Path) -> dict[str, object]:
-    """What a pod can leave on the host, counted."""
-    # The namespace directory itself is made a shared mount once, as `ip netns` does.
-    mounts = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-              if ln.split()[4].startswith(str(base) + "/") and ln.split()[4] != f"{base}/netns"]
-    conmons = subprocess.run(["pgrep", "-f", f"conmon .*{base}/"], capture_output=True, text=True).stdout.split()
-    ipam = base / "ipam" / "crs-pods"
-    leases = sorted(p.name for p in ipam.iterdir() if p.name[0].isdigit()) if ipam.exists() else []
-    netns = sorted(os.listdir(base / "netns")) if (base / "netns").exists() else []
-    return {"mounts": sorted(mounts), "conmons": len(conmons), "ipam": leases, "netns": netns}
+    with running_node(short_tmp, "crs-pods0", "10.98.0.0/24") as n:
+        yield n
 
 
 def cgroup_dirs(cgroups_path: str) -> list[str]:

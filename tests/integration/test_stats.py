@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import queue
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +15,8 @@ import grpc
 import pytest
 
 from api import api_pb2 as pb
-from tests.daemon import DaemonProcess
-from tests.integration.test_pods import BRIDGE as POD_BRIDGE, BUSYBOX, Node, host_view, pod_config
-from tests.integration.test_pods import _config as pods_config
+from tests.integration.test_pods import pod_config
+from tests.node import BUSYBOX, Node, running_node
 from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
 BRIDGE, SUBNET, GATEWAY = "crs-stats0", "10.97.0.0/24", "10.97.0.1"
@@ -28,32 +26,10 @@ pytestmark = pytest.mark.skipif(not registry_is_up(),
                                 reason=f"needs the test registry on {TEST_REGISTRY} (hack/e2e-env.sh up)")
 
 
-def _config(base: Path) -> Path:
-    """test_pods' node config on a bridge and subnet of this module's own."""
-    cfg = pods_config(base)
-    conflist = base / "cni" / "10-pods.conflist"
-    conflist.write_text(conflist.read_text().replace(POD_BRIDGE, BRIDGE).replace("10.98.0.0/24", SUBNET))
-    return cfg
-
-
 @pytest.fixture
 def node(short_tmp: Path) -> Iterator[Node]:
-    n = Node(DaemonProcess(_config(short_tmp)).start(), short_tmp)
-    n.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)), timeout=120)
-    before = host_view(short_tmp)
-    yield n
-    try:
-        for sb in n.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-            n.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
-            n.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
-        assert host_view(short_tmp) == before
-    finally:
-        n.daemon.kill()
-        subprocess.run(["pkill", "-KILL", "-f", f"conmon .*{short_tmp}/"], check=False)
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            if line.split()[4].startswith(str(short_tmp) + "/"):
-                subprocess.run(["umount", "-l", line.split()[4]], check=False)
-        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+    with running_node(short_tmp, BRIDGE, SUBNET) as n:
+        yield n
 
 
 def _foreign_sockets(node: Node) -> set[str]:

@@ -204,3 +204,15 @@ async def test_container_events_stream_to_several_subscribers(channel: grpc.aio.
             break
         await asyncio.sleep(0.01)
     assert reg.get_sample_value("criservice_event_subscribers") == 0
+
+
+def test_event_subscriptions_count_but_have_no_latency() -> None:
+    from criservice.metrics import Metrics
+    m = Metrics()
+    m.observe("GetContainerEvents", "CANCELLED", 3600.0)
+    m.observe("Version", "OK", 0.001)
+    assert m.registry.get_sample_value("criservice_grpc_operations_total",
+                                       {"method": "GetContainerEvents", "code": "CANCELLED"}) == 1
+    count = "criservice_grpc_operation_duration_seconds_count"
+    assert m.registry.get_sample_value(count, {"method": "Version"}) == 1
+    assert m.registry.get_sample_value(count, {"method": "GetContainerEvents"}) is None
