@@ -448,8 +448,8 @@ def verdicts(result: dict[str, Any], a: str, b: str) -> list[str]:
     def met(ok: bool) -> str:
         return "met" if ok else "NOT met"
     return [
-        f"target sequential start <= {TARGETS['sequential_ratio']}x {b}: {seq:.2f}x, {met(seq <= TARGETS['sequential_ratio'])}",
-        f"target memory per pod <= {TARGETS['memory_ratio']}x {b}: {mem:.2f}x, {met(mem <= TARGETS['memory_ratio'])}",
+        f"target sequential start <= {TARGETS['sequential_ratio']}x {b}: {seq:.3f}x, {met(seq <= TARGETS['sequential_ratio'])}",
+        f"target memory per pod <= {TARGETS['memory_ratio']}x {b}: {mem:.3f}x, {met(mem <= TARGETS['memory_ratio'])}",
         f"target list calls < {TARGETS['list_ms']:g} ms at {result['settings']['list_containers']} containers: "
         f"{lists:.2f} ms, {met(lists < TARGETS['list_ms'])}",
     ]
