@@ -3,6 +3,7 @@
 #   - Debian packages (runtimes, conmon, CNI plugins, registry and image tools)
 #   - a venv at .venv with criservice installed editable (with dev extras)
 #   - crictl, critest (cri-tools) and the ginkgo CLI built from the Go module proxy into .tools/bin
+#   - the kubelet (hack/install-kubelet.sh), likewise
 # Nothing is downloaded from anywhere but Debian's mirrors, PyPI and the Go proxy.
 set -euo pipefail
 
@@ -61,4 +62,6 @@ if [[ ! -x $BIN/crictl || ! -x $BIN/ginkgo || "$(cat "$BIN/.cri-tools-version" 2
     (cd /tmp && GOBIN=$BIN go install "github.com/onsi/ginkgo/v2/ginkgo@${ginkgo}")
     echo "$CRI_TOOLS_VERSION" > "$BIN/.cri-tools-version"
 fi
+# The kubelet for hack/kubelet-e2e.sh, built from the Go module proxy (cached by version).
+"$ROOT/hack/install-kubelet.sh"
 echo "install-deps: ok (venv $ROOT/.venv, tools $BIN)"
