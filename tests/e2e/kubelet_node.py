@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -28,6 +29,7 @@ from tests.conftest import REPO
 from tests.e2e.conftest import crictl
 
 KUBELET = REPO / ".tools/bin/kubelet"
+DEPLOY_DROPIN = REPO / "deploy/kubelet/10-criservice.conf"
 NODE_NAME = "criservice-node"
 CGROUP_FS = Path("/sys/fs/cgroup")
 # Paths upstream hard-codes whatever the root directory is.
@@ -89,6 +91,8 @@ class Kubelet:
     def log(self) -> Path: return self.base / "kubelet.log"
     @property
     def config(self) -> Path: return self.base / "kubelet.yaml"
+    @property
+    def config_dir(self) -> Path: return self.base / "kubelet.conf.d"
 
     def cgroup_dirs(self) -> list[Path]:
         """The cgroup root in every mounted hierarchy (v1 controllers, named, unified)."""
@@ -102,25 +106,27 @@ class Kubelet:
         for d in (self.manifests, self.root_dir, self.pod_logs, self.host_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._make_cgroup_root()
-        # JSON is YAML: the kubelet reads this file as it is.
+        # JSON is YAML: the kubelet reads these files as they are. What an operator sets
+        # for criservice comes from deploy/ (a --config-dir drop-in), overridden only
+        # where the test node differs; the rest keeps this node off the host's ports,
+        # paths and iptables.
         self.config.write_text(json.dumps({
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            "containerRuntimeEndpoint": self.endpoint, "imageServiceEndpoint": self.endpoint,
-            # No cgroupDriver: the kubelet asks the runtime (RuntimeConfig).
             "staticPodPath": str(self.manifests), "fileCheckFrequency": "2s",
             "podLogsDir": str(self.pod_logs), "volumePluginDir": str(self.base / "volume-plugins"),
             "address": "127.0.0.1", "port": self.port, "readOnlyPort": self.read_only_port,
             "healthzBindAddress": "127.0.0.1", "healthzPort": self.healthz_port,
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
-            "failSwapOn": False, "failCgroupV1": False,
-            "cgroupRoot": self.cgroup_root, "makeIPTablesUtilChains": False,
+            "failSwapOn": False, "cgroupRoot": self.cgroup_root, "makeIPTablesUtilChains": False,
+            "containerLogMonitorInterval": "3s", "registerNode": False, "resolvConf": "/etc/resolv.conf",
+        }, indent=2) + "\n")
+        self.config_dir.mkdir(exist_ok=True)
+        shutil.copy(DEPLOY_DROPIN, self.config_dir / DEPLOY_DROPIN.name)
+        (self.config_dir / "90-kubelet-e2e.conf").write_text(json.dumps({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "containerRuntimeEndpoint": self.endpoint, "imageServiceEndpoint": self.endpoint,
             "containerLogMaxSize": self.log_max_size, "containerLogMaxFiles": self.log_max_files,
-            "containerLogMonitorInterval": "3s",
-            "registerNode": False, "resolvConf": "/etc/resolv.conf",
-            # Pod stats (network included) from ListPodSandboxStats: criservice pods have no
-            # sandbox container whose cgroup cAdvisor could read them from.
-            "featureGates": {"PodAndContainerStatsFromCRI": True},
         }, indent=2) + "\n")
 
     def _make_cgroup_root(self) -> None:
@@ -139,7 +145,8 @@ class Kubelet:
         assert self.proc is None or self.proc.poll() is not None, "kubelet already running"
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [str(KUBELET), "--config", str(self.config), "--root-dir", str(self.root_dir),
+            [str(KUBELET), "--config", str(self.config), "--config-dir", str(self.config_dir),
+             "--root-dir", str(self.root_dir),
              "--cert-dir", str(self.base / "pki"), "--hostname-override", NODE_NAME, "--v=2"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
@@ -208,6 +215,12 @@ class Kubelet:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def configz(self) -> dict[str, Any]:
+        """The kubelet's configuration in effect (its /configz)."""
+        code, body = self._https("GET", "/configz")
+        assert code == 200, f"configz: {code} {body}"
+        return json.loads(body)["kubeletconfig"]
 
     def container_logs(self, pod: str, container: str, previous: bool = False,
                        namespace: str = "default") -> str:

@@ -122,10 +122,19 @@ def web(kubelet: Kubelet) -> str:
                 {"name": "host", "hostPath": {"path": str(host), "type": "Directory"}}]))
 
 
-def test_kubelet_takes_the_cgroup_driver_from_the_runtime(kubelet: Kubelet, endpoint: str) -> None:
+def test_kubelet_runs_with_the_deploy_settings_and_the_runtimes_cgroup_driver(kubelet: Kubelet,
+                                                                            endpoint: str) -> None:
+    # deploy/kubelet/10-criservice.conf is in effect, merged under the test's own drop-in.
+    cfg = kubelet.configz()
+    assert cfg["featureGates"] == {"PodAndContainerStatsFromCRI": True}
+    assert cfg["failCgroupV1"] is False
+    assert (cfg["containerRuntimeEndpoint"], cfg["imageServiceEndpoint"]) == (endpoint, endpoint)
+    assert (cfg["containerLogMaxSize"], cfg["containerLogMaxFiles"]) == (kubelet.log_max_size, kubelet.log_max_files)
+    # The cgroup driver comes from criservice's RuntimeConfig, not from any kubelet setting.
     res = crictl(endpoint, "runtime-config")
     driver = res.stdout.split(":")[-1].strip().lower()
     assert res.returncode == 0 and driver in ("cgroupfs", "systemd"), res.stdout + res.stderr
+    assert cfg["cgroupDriver"] == driver
     log = kubelet.log.read_text()
     assert f'"Using cgroup driver setting received from the CRI runtime" cgroupDriver="{driver}"' in log
     assert "cgroup v1 detected" in log or not (CGROUP_FS / "memory").is_dir()
