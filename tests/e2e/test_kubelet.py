@@ -27,6 +27,7 @@ from tests.e2e.conftest import BUSYBOX, NGINX, crictl, free_port
 from tests.e2e.kubelet_node import (
     CGROUP_FS, CONTAINER_LOG_LINKS, KUBELET, Kubelet, cni_leases, mount_points, pgrep, wait_for,
 )
+from tests.e2e.kubelet_stream import kubelet_exec, kubelet_port_forward
 from tests.e2e.kubelet_views import RUNTIME_PREFIX, RuntimeView, assert_agree
 
 HOST_PORT = free_port()
@@ -181,6 +182,22 @@ def test_kubelet_summary_stats_come_from_the_runtime(kubelet: Kubelet, web: str)
     print(f"\n{web} in /stats/summary: rx {p['network']['rxBytes']} B, tx {p['network']['txBytes']} B, "
           + ", ".join(f"{c['name']} cpu {c['cpu']['usageCoreNanoSeconds']} ns mem {c['memory']['workingSetBytes']} B"
                       for c in p["containers"]))
+
+
+def test_exec_and_port_forward_through_the_kubelet(kubelet: Kubelet, web: str) -> None:
+    """What `kubectl exec -i` and `kubectl port-forward` do past the API server."""
+    running(kubelet, web)
+    out, err, status = kubelet_exec(kubelet.port, web, "sidecar", ["sh", "-c", "cat; echo to-stderr >&2; exit 7"],
+                                    stdin=b"hello through the kubelet\n")
+    assert (out, err) == (b"hello through the kubelet\n", b"to-stderr\n")
+    assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode", status
+    assert status["details"]["causes"][0]["message"] == "7"
+    out, _, status = kubelet_exec(kubelet.port, web, "web", ["cat", "/usr/share/nginx/html/note.txt"])
+    assert (out, status["status"]) == (b"note from the manifest\n", "Success")
+
+    reply = kubelet_port_forward(kubelet.port, web, 80, b"GET /note.txt HTTP/1.0\r\n\r\n",
+                                 until=b"note from the manifest")
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"note from the manifest\n"), reply
 
 
 LIVENESS_SCRIPT = """
