@@ -5,8 +5,9 @@
 # Uses the runtime named by CONTAINER_RUNTIME_ENDPOINT when set (the environment of
 # `hack/e2e-env.sh up`, with the same E2E_* variables, so that the restart scenario
 # restarts that daemon); otherwise brings one up and takes it down afterwards.
-# The kubelet must be the only client making pods on that runtime while this runs:
-# it stops and removes pods it does not know.
+# The kubelet must be the only client making pods on that runtime while this runs
+# (it stops and removes pods it does not know): the tests refuse to start while the
+# runtime holds pods that a kubelet did not make.
 #
 # Its files live in $KUBELET_E2E_DIR (default /var/tmp/criservice-kubelet-e2e), its
 # pods' cgroups under $KUBELET_E2E_CGROUP_ROOT (/criservice-kubelet-e2e); it listens

@@ -268,11 +268,21 @@ class Kubelet:
         return left
 
 
-def kubelet_sandboxes(endpoint: str) -> list[dict[str, Any]]:
-    """Every pod sandbox the runtime holds that a kubelet made (it labels them with the pod UID)."""
+def _sandboxes(endpoint: str) -> list[dict[str, Any]]:
     res = crictl(endpoint, "pods", "-o", "json")
     assert res.returncode == 0, res.stderr
-    return [p for p in json.loads(res.stdout)["items"] if POD_UID_LABEL in (p.get("labels") or {})]
+    return list(json.loads(res.stdout)["items"])
+
+
+def kubelet_sandboxes(endpoint: str) -> list[dict[str, Any]]:
+    """Every pod sandbox the runtime holds that a kubelet made (it labels them with the pod UID)."""
+    return [p for p in _sandboxes(endpoint) if POD_UID_LABEL in (p.get("labels") or {})]
+
+
+def foreign_sandboxes(endpoint: str) -> list[str]:
+    """Names of the pod sandboxes other clients (crictl, critest, tests) made."""
+    return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in _sandboxes(endpoint)
+            if POD_UID_LABEL not in (p.get("labels") or {})]
 
 
 def mount_points() -> list[str]:

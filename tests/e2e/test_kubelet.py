@@ -25,7 +25,8 @@ import pytest
 from tests.conftest import REPO
 from tests.e2e.conftest import BUSYBOX, NGINX, crictl, free_port
 from tests.e2e.kubelet_node import (
-    CGROUP_FS, CONTAINER_LOG_LINKS, KUBELET, Kubelet, cni_leases, mount_points, pgrep, wait_for,
+    CGROUP_FS, CONTAINER_LOG_LINKS, KUBELET, Kubelet, cni_leases, foreign_sandboxes, mount_points, pgrep,
+    wait_for,
 )
 from tests.e2e.kubelet_stream import kubelet_exec, kubelet_port_forward
 from tests.e2e.kubelet_views import RUNTIME_PREFIX, RuntimeView, assert_agree
@@ -40,6 +41,10 @@ def kubelet(endpoint: str) -> Iterator[Kubelet]:
         if os.environ.get("KUBELET_E2E_REQUIRED"):
             pytest.fail(f"{KUBELET} is missing: hack/install-kubelet.sh builds it")
         pytest.skip(f"{KUBELET} is missing: run hack/install-kubelet.sh (or hack/kubelet-e2e.sh)")
+    # A kubelet stops and removes every pod it does not know: never on pods of others.
+    others = foreign_sandboxes(endpoint)
+    assert not others, (f"the runtime at {endpoint} has pods that a kubelet did not make "
+                        f"({', '.join(others)}); the kubelet would remove them")
     k = Kubelet.from_env(endpoint)
     stale = k.cleanup()  # what an interrupted earlier run left
     assert not stale, f"cannot clean up an earlier run: {stale}"
