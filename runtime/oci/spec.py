@@ -714,7 +714,9 @@ def _resources(res: ResourcesInput | None, host: HostInfo) -> dict[str, Any]:
     if res.hugepage_limits:
         if host.hugetlb_controller:
             out["hugepageLimits"] = [{"pageSize": size, "limit": limit} for size, limit in res.hugepage_limits]
-        else:   # containerd's default too (tolerate_missing_hugetlb_controller)
+        elif any(limit for _size, limit in res.hugepage_limits):
+            # containerd's default too (tolerate_missing_hugetlb_controller). Zero limits
+            # (what a kubelet sends for every container) are dropped without a word.
             log.warning("hugepage limits ignored: no hugetlb cgroup controller on this host")
     if res.unified:
         if not host.cgroup_v2:

@@ -528,9 +528,15 @@ def test_memory_swap(env: Env, swap_controller: bool, swap: int, expected: dict[
     assert resources_of(env, res, env.host_with(swap_controller=swap_controller))["memory"] == expected
 
 
-def test_hugepages_without_controller_are_dropped(env: Env) -> None:
+def test_hugepages_without_controller_are_dropped(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    host = env.host_with(hugetlb_controller=False)
+    # A kubelet sends zero limits for every page size and every container: no warning.
+    res = ResourcesInput(hugepage_limits=(("2MB", 0), ("1GB", 0)))
+    assert "hugepageLimits" not in resources_of(env, res, host)
+    assert "hugepage" not in caplog.text
     res = ResourcesInput(hugepage_limits=(("2MB", 1),))
-    assert "hugepageLimits" not in resources_of(env, res, env.host_with(hugetlb_controller=False))
+    assert "hugepageLimits" not in resources_of(env, res, host)
+    assert "hugepage limits ignored" in caplog.text
 
 
 def test_unified(env: Env) -> None:
