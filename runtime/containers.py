@@ -246,6 +246,11 @@ class ContainerManager:
         if record.details.get("cgroups_path"):
             oom = await asyncio.to_thread(cgroups.oom_killed, record.details["cgroups_path"])
         reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
+        # stop() and the exit watcher both come here when a stop makes the container
+        # exit: the first to get past the awaits records the exit, once.
+        current = self.store.find(container_id)
+        if current is None or current.state == CONTAINER_EXITED:
+            return current
         record = self.store.transition(container_id, CONTAINER_EXITED, exit_code=state.exit_code,
                                        finished_at=state.finished_at_ns or now_ns(), reason=reason)
         self._event("stopped", record)
