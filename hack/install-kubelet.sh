@@ -30,7 +30,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 
 echo "install-kubelet: building kubelet $KUBE_VERSION (staging modules $staging_version) from the Go module proxy"
-info=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION")
+info=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" || true)   # the JSON names the error
 if [[ $(jq -r '.Error // empty' <<<"$info") ]]; then
     echo "install-kubelet: the Go module proxy does not serve k8s.io/kubernetes@$KUBE_VERSION:" >&2
     jq -r .Error <<<"$info" >&2
@@ -65,12 +65,14 @@ if ! go get "k8s.io/kubernetes/cmd/kubelet@$KUBE_VERSION" 2>"$work/go-get.log"; 
     cat "$work/go-get.log" >&2
     exit 1
 fi
-commit=$(jq -r '.Origin.Hash // empty' <<<"$info")
+# The proxy's .info file has the tag's time (and, from newer proxies, its commit).
+tag_info=$(jq -r .Info <<<"$info")
+commit=$(jq -r '.Origin.Hash // empty' "$tag_info")
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
 pkg=k8s.io/component-base/version
 ldflags="-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(jq -r .Time <<<"$info")"
-[[ -n $commit ]] && ldflags+=" -X $pkg.gitCommit=$commit"
+ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(jq -r .Time "$tag_info")"
+if [[ -n $commit ]]; then ldflags+=" -X $pkg.gitCommit=$commit"; fi
 mkdir -p "$BIN"
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/kubelet.new" k8s.io/kubernetes/cmd/kubelet
 mv "$BIN/kubelet.new" "$BIN/kubelet"
