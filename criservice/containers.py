@@ -71,10 +71,10 @@ def _state(record: ContainerRecord) -> int:
 
 
 class Containers(Area):
-    def _image_ref(self, record: ContainerRecord) -> str:
+    def _image_ref(self, image_id: str) -> str:
         """A digest the image can be pulled by again, as the kubelet shows it; else the id."""
-        image = self.deps.images.get(record.image_id)
-        return image.repo_digests[0] if image is not None and image.repo_digests else record.image_id
+        image = self.deps.images.get(image_id)
+        return image.repo_digests[0] if image is not None and image.repo_digests else image_id
 
     async def CreateContainer(self, request: pb.CreateContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:
@@ -120,7 +120,7 @@ class Containers(Area):
             id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
             started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
             image=pb.ImageSpec(image=record.image_ref, annotations=cfg.image.annotations),
-            image_ref=self._image_ref(record), image_id=record.image_id, reason=record.reason,
+            image_ref=self._image_ref(record.image_id), image_id=record.image_id, reason=record.reason,
             message=record.message, labels=record.labels, annotations=record.annotations,
             mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),
             stop_signal=cfg.stop_signal)
@@ -144,14 +144,18 @@ class Containers(Area):
 
     def _list_containers(self, flt: pb.ContainerFilter) -> list[pb.Container]:
         out = []
+        # One image lookup (several queries) per image, not per container: pods share images.
+        refs: dict[str, str] = {}
         for record in self.deps.containers.list():
             if not selected(record, flt, _state(record), building=record.details.get("building", False)):
                 continue
             if flt.pod_sandbox_id and not record.sandbox_id.startswith(flt.pod_sandbox_id):
                 continue
+            if record.image_id not in refs:
+                refs[record.image_id] = self._image_ref(record.image_id)
             out.append(pb.Container(
                 id=record.id, pod_sandbox_id=record.sandbox_id, metadata=_metadata(record),
-                image=pb.ImageSpec(image=record.image_ref), image_ref=self._image_ref(record),
+                image=pb.ImageSpec(image=record.image_ref), image_ref=refs[record.image_id],
                 image_id=record.image_id, state=_state(record), created_at=record.created_at,
                 labels=record.labels, annotations=record.annotations))
         return out
