@@ -96,6 +96,12 @@ def running_node(base: Path, bridge: str, subnet: str) -> Iterator[Node]:
     finally:
         n.daemon.kill()
         subprocess.run(["pkill", "-KILL", "-f", f"conmon .*{base}/"], check=False)
+        # Containers the daemon could not remove (a failed test): runc kills them and
+        # removes their cgroups. The daemon's runc root is <run_dir>/runc.
+        root = str(base / "run" / "runc")
+        listed = subprocess.run(["runc", "--root", root, "list", "-q"], capture_output=True, text=True)
+        for container_id in listed.stdout.split():
+            subprocess.run(["runc", "--root", root, "delete", "-f", container_id], capture_output=True)
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
             target = line.split()[4]
             if target.startswith(str(base) + "/"):
