@@ -4,6 +4,7 @@ ReopenContainerLog."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from google.protobuf import json_format
 from api import api_pb2 as pb
 from criservice import convert
 from criservice.deps import Area
-from criservice.listing import chunks, selected
+from criservice.listing import ItemCache, chunks, selected
 from criservice.sandboxes import sandbox_config
 from runtime import errors
 from runtime.oci.specinput import SandboxInput
@@ -142,22 +143,29 @@ class Containers(Area):
                 "cgroupsPath": record.details.get("cgroups_path", "")})
         return response
 
+    @functools.cached_property
+    def _container_items(self) -> ItemCache[pb.Container]:
+        return ItemCache()
+
     def _list_containers(self, flt: pb.ContainerFilter) -> list[pb.Container]:
         out = []
         # One image lookup (several queries) per image, not per container: pods share images.
         refs: dict[str, str] = {}
-        for record in self.deps.containers.list():
+        records = self.deps.containers.list()
+        for record in records:
             if not selected(record, flt, _state(record), building=record.details.get("building", False)):
                 continue
             if flt.pod_sandbox_id and not record.sandbox_id.startswith(flt.pod_sandbox_id):
                 continue
             if record.image_id not in refs:
                 refs[record.image_id] = self._image_ref(record.image_id)
-            out.append(pb.Container(
+            ref = refs[record.image_id]
+            out.append(self._container_items.item(record, lambda: pb.Container(
                 id=record.id, pod_sandbox_id=record.sandbox_id, metadata=_metadata(record),
-                image=pb.ImageSpec(image=record.image_ref), image_ref=refs[record.image_id],
+                image=pb.ImageSpec(image=record.image_ref), image_ref=ref,
                 image_id=record.image_id, state=_state(record), created_at=record.created_at,
-                labels=record.labels, annotations=record.annotations))
+                labels=record.labels, annotations=record.annotations), extra=ref))
+        self._container_items.prune(records)
         return out
 
     async def ListContainers(self, request: pb.ListContainersRequest,

@@ -4,6 +4,7 @@ ListPodSandbox, StreamPodSandboxes."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ import grpc
 
 from api import api_pb2 as pb
 from criservice.deps import Area
-from criservice.listing import chunks, selected
+from criservice.listing import ItemCache, chunks, selected
 from runtime import errors
 from runtime.pods import PodRequest, PortMapping
 from runtime.records import SANDBOX_READY, SandboxRecord
@@ -115,15 +116,21 @@ class Sandboxes(Area):
                 "phasesMs": record.details.get("phases_ms", {}), "details": details})
         return response
 
+    @functools.cached_property
+    def _sandbox_items(self) -> ItemCache[pb.PodSandbox]:
+        return ItemCache()
+
     def _list_sandboxes(self, flt: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
         out = []
-        for record in self.deps.sandboxes.list():
+        records = self.deps.sandboxes.list()
+        for record in records:
             # A sandbox is not one until RunPodSandbox returned it.
             if not selected(record, flt, _state(record), building=record.details.get("building", False)):
                 continue
-            out.append(pb.PodSandbox(id=record.id, metadata=_metadata(record), state=_state(record),
-                                     created_at=record.created_at, labels=record.labels,
-                                     annotations=record.annotations, runtime_handler=record.handler))
+            out.append(self._sandbox_items.item(record, lambda: pb.PodSandbox(
+                id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
+                labels=record.labels, annotations=record.annotations, runtime_handler=record.handler)))
+        self._sandbox_items.prune(records)
         return out
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest,

@@ -5,47 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from api import api_pb2 as pb, api_pb2_grpc
-from criservice import config as cfg, services
+from criservice import services
 from criservice.server import Daemon
-from tests.conftest import write_config
-
-
-def _tool(d: Path, name: str) -> str:
-    d.mkdir(exist_ok=True)
-    p = d / name
-    p.write_text(f'#!/bin/sh\necho "{name} version 9.9"\n')
-    p.chmod(0o755)
-    return str(p)
-
-
-@pytest.fixture
-async def daemon(short_tmp: Path) -> AsyncIterator[Daemon]:
-    bins = short_tmp / "bin"
-    extra = f"""
-[runtime]
-conmon = "{_tool(bins, 'conmon')}"
-[runtime.handlers.runc]
-path = "{_tool(bins, 'runc')}"
-[runtime.handlers.crun]
-path = "{bins}/crun-missing"
-"""
-    d = Daemon(cfg.load(write_config(short_tmp, extra)))
-    await d.start()
-    yield d
-    await d.stop()
-
-
-@pytest.fixture
-async def channel(daemon: Daemon) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel("unix:" + daemon.config.api.socket) as ch:
-        yield ch
 
 
 async def test_version(channel: grpc.aio.Channel) -> None:
