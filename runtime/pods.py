@@ -130,10 +130,13 @@ class PodManager:
         try:
             await phases.run("files", asyncio.to_thread(_write_pod_files, pod_dir, req, details["hostname"]))
             await phases.run("namespaces", self._namespaces(sandbox_id, req, details["hostname"]))
+            # The network and the infra process need the namespaces, not each other.
+            steps = []
             if not req.host_network:
-                await phases.run("network", self._network_up(sandbox_id))
+                steps.append(phases.run("network", self._network_up(sandbox_id)))
             if req.shared_pid and not req.host_pid:
-                await phases.run("infra", self._start_infra(sandbox_id))
+                steps.append(phases.run("infra", self._start_infra(sandbox_id)))
+            await _together(*steps)
         except BaseException as e:
             log.warning("pod sandbox failed; undoing it", extra={"fields": {
                 "sandbox": sandbox_id, "pod": record.display_name, "error": str(e)}})
@@ -151,13 +154,18 @@ class PodManager:
 
     async def _namespaces(self, sandbox_id: str, req: PodRequest, hostname: str) -> None:
         pod_dir = self.pod_dir(sandbox_id)
-        changes: dict[str, Any] = {}
+        steps = [self._ipc_uts(sandbox_id, req, hostname, pod_dir)]
         if not req.host_network:
-            changes["netns"] = await namespaces.create_netns(_netns_name(sandbox_id), self.netns_dir)
-            self.store.update_details(sandbox_id, **changes)
+            # Recorded before it exists, so an undo after a crash knows where to look.
+            netns = self.store.update_details(
+                sandbox_id, netns=os.path.join(self.netns_dir, _netns_name(sandbox_id))).details["netns"]
+            steps.append(namespaces.create_netns(os.path.basename(netns), self.netns_dir))
+        await _together(*steps)
+
+    async def _ipc_uts(self, sandbox_id: str, req: PodRequest, hostname: str, pod_dir: str) -> None:
         ipc, uts = await namespaces.create_ipc_uts(pod_dir, hostname, ipc=not req.host_ipc,
                                                    uts=not req.host_network)
-        changes.update(ipc_ns=ipc, uts_ns=uts)
+        changes: dict[str, Any] = {"ipc_ns": ipc, "uts_ns": uts}
         if not req.host_ipc:
             shm = os.path.join(pod_dir, "shm")
             await asyncio.to_thread(_mount_shm, shm)
@@ -268,6 +276,18 @@ class PodManager:
                 log.info("removing a pod sandbox a crash left half-built",
                          extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
                 await self._undo(record.id)
+
+
+async def _together(*steps: Awaitable[Any]) -> None:
+    """Run steps at once. The first failure cancels the others, which undo their own
+    half-done work when cancelled, and is raised as it is (not as a group), so that
+    its gRPC status is kept."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for step in steps:
+                group.create_task(step)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def _validate(req: PodRequest) -> None:
