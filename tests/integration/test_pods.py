@@ -126,6 +126,14 @@ def test_bad_input_gets_precise_codes_and_leaks_nothing(node: Node) -> None:
     assert code_of(rt.RunPodSandbox, pb.RunPodSandboxRequest(
         config=pod_config("h"), runtime_handler="nope")) in (grpc.StatusCode.NOT_FOUND,
                                                              grpc.StatusCode.INVALID_ARGUMENT)
+    # Refused once its network namespace is recorded and on its way: nothing of it stays.
+    bad_host = pod_config("badhost")
+    bad_host.hostname = "-no spaces"
+    with pytest.raises(grpc.RpcError) as e:
+        rt.RunPodSandbox(pb.RunPodSandboxRequest(config=bad_host))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "hostname" in e.value.details()
+    assert not rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+    assert not os.listdir(node.base / "netns")
     assert code_of(rt.PodSandboxStatus, pb.PodSandboxStatusRequest(pod_sandbox_id="f00d")) \
         == grpc.StatusCode.NOT_FOUND
     assert code_of(rt.ContainerStatus, pb.ContainerStatusRequest(container_id="f00d")) \
