@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -68,27 +69,26 @@ def _unescape(field: str) -> str:
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field) if "\\" in field else field
 
 
-def _escape(path: str) -> str:
-    return path.translate(_ESCAPES)
+def _escaped(path: str) -> str:
+    """`path` without trailing slashes, as mountinfo writes it."""
+    return (path.rstrip("/") or "/").translate(_ESCAPES)
+
+
+def _targets() -> Iterator[str]:
+    """Every mount point in mountinfo's escaped form. Callers match in that form: a pod
+    start looks here with hundreds of mounts on the host, and unescaping every line
+    cost milliseconds."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            yield line.split(" ", 5)[4]
 
 
 def mount_points(under: str = "/") -> list[str]:
     """Mount points at or below `under`, from /proc/self/mountinfo."""
-    under = under.rstrip("/") or "/"
-    # Matched in mountinfo's escaped form: a pod start looks here with hundreds of
-    # mounts on the host, and unescaping every line cost milliseconds.
-    wanted = _escape(under)
+    wanted = _escaped(under)
     prefix = wanted if wanted == "/" else wanted + "/"
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split(" ", 5)[4]
-            if target == wanted or target.startswith(prefix):
-                points.append(_unescape(target))
-    return points
+    return [_unescape(t) for t in _targets() if t == wanted or t.startswith(prefix)]
 
 
 def is_mount_point(path: str) -> bool:
-    wanted = _escape(path.rstrip("/") or "/")
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ", 5)[4] == wanted for line in f)
+    return _escaped(path) in _targets()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from runtime import errors, mounts, namespaces
 from runtime.cni import CniError, CniNetwork
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
+from runtime.tasks import together
 
 log = logging.getLogger("criservice.pods")
 
@@ -136,7 +137,7 @@ class PodManager:
                 steps.append(phases.run("network", self._network_up(sandbox_id)))
             if req.shared_pid and not req.host_pid:
                 steps.append(phases.run("infra", self._start_infra(sandbox_id)))
-            await _together(*steps)
+            await together(*steps)
         except BaseException as e:
             log.warning("pod sandbox failed; undoing it", extra={"fields": {
                 "sandbox": sandbox_id, "pod": record.display_name, "error": str(e)}})
@@ -153,16 +154,16 @@ class PodManager:
         return record
 
     async def _namespaces(self, sandbox_id: str, req: PodRequest, hostname: str) -> None:
-        pod_dir = self.pod_dir(sandbox_id)
-        steps = [self._ipc_uts(sandbox_id, req, hostname, pod_dir)]
+        steps = [self._ipc_uts(sandbox_id, req, hostname)]
         if not req.host_network:
+            name = _netns_name(sandbox_id)
             # Recorded before it exists, so an undo after a crash knows where to look.
-            netns = self.store.update_details(
-                sandbox_id, netns=os.path.join(self.netns_dir, _netns_name(sandbox_id))).details["netns"]
-            steps.append(namespaces.create_netns(os.path.basename(netns), self.netns_dir))
-        await _together(*steps)
+            self.store.update_details(sandbox_id, netns=os.path.join(self.netns_dir, name))
+            steps.append(namespaces.create_netns(name, self.netns_dir))
+        await together(*steps)
 
-    async def _ipc_uts(self, sandbox_id: str, req: PodRequest, hostname: str, pod_dir: str) -> None:
+    async def _ipc_uts(self, sandbox_id: str, req: PodRequest, hostname: str) -> None:
+        pod_dir = self.pod_dir(sandbox_id)
         ipc, uts = await namespaces.create_ipc_uts(pod_dir, hostname, ipc=not req.host_ipc,
                                                    uts=not req.host_network)
         changes: dict[str, Any] = {"ipc_ns": ipc, "uts_ns": uts}
@@ -276,18 +277,6 @@ class PodManager:
                 log.info("removing a pod sandbox a crash left half-built",
                          extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
                 await self._undo(record.id)
-
-
-async def _together(*steps: Awaitable[Any]) -> None:
-    """Run steps at once. The first failure cancels the others, which undo their own
-    half-done work when cancelled, and is raised as it is (not as a group), so that
-    its gRPC status is kept."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for step in steps:
-                group.create_task(step)
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
 
 
 def _validate(req: PodRequest) -> None:

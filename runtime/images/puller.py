@@ -28,6 +28,7 @@ from runtime.images import registry
 from runtime.images.reference import Reference
 from runtime.images.store import ImageRecord, ImageStore, LayerRecord, chain_ids
 from runtime.images.unpack import UnpackError, UnpackLimits, UnpackResult, detect_compression, unpack_layer
+from runtime.tasks import together
 
 log = logging.getLogger("criservice.images")
 
@@ -127,13 +128,10 @@ class Puller:
         chains = chain_ids(diff_ids)
         self.store.hold(chains)  # no gc of these layers until the image is recorded
         try:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(self._layer(image, desc, diff_id, chain, creds, stats))
-                             for desc, diff_id, chain in zip(image.layers, diff_ids, chains)]
-            except BaseExceptionGroup as failed:  # the first layer failure says it; the rest were cancelled
-                raise failed.exceptions[0] from None
-            layer_ids = [t.result().id for t in tasks]
+            # The first layer failure says it; the rest are cancelled.
+            layers = await together(*(self._layer(image, desc, diff_id, chain, creds, stats)
+                                      for desc, diff_id, chain in zip(image.layers, diff_ids, chains)))
+            layer_ids = [layer.id for layer in layers]
             size = image.config.size + sum(d.size for d in image.layers)
             await asyncio.to_thread(
                 self.store.commit_image, image_id=image.config.digest, config=config_bytes,

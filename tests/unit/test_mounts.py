@@ -7,7 +7,7 @@ from runtime import mounts
 
 def test_escaping_matches_mountinfo_and_round_trips() -> None:
     odd = "/var/lib/a dir\twith\nodd\\chars"
-    escaped = mounts._escape(odd)
+    escaped = mounts._escaped(odd + "/")
     assert escaped == "/var/lib/a\\040dir\\011with\\012odd\\134chars"
     assert mounts._unescape(escaped) == odd
     assert mounts._unescape("/plain/path") == "/plain/path"
