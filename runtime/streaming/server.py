@@ -165,18 +165,25 @@ class StreamingServer:
         if len(parts) != 2 or parts[0] not in ("exec", "attach", "portforward"):
             raise HttpError(404, "not found")
         kind, token = parts
-        streaming = self.tokens.consume(token)
+        # Peek, check everything, then consume: a refused request leaves the token to its owner.
+        streaming = self.tokens.peek(token)
         if streaming is None or streaming.kind != kind:
             raise HttpError(404, f"{kind} token not found or expired")
-        headers = list(request.headers)
+        upgrade = self._upgrade(streaming, list(request.headers))
+        if self.tokens.consume(token) is not streaming:   # expired (or taken) since the peek
+            raise HttpError(404, f"{kind} token not found or expired")
+        return streaming, upgrade
+
+    def _upgrade(self, streaming: StreamingRequest, headers: list[tuple[bytes, bytes]]) -> _Upgrade:
+        """The upgrade the request's headers ask for, or the HttpError refusing them."""
         upgrade = ",".join(_header(headers, b"upgrade")).lower()
         connection = ",".join(_header(headers, b"connection")).lower()
         if "upgrade" not in connection:
             raise HttpError(400, "this endpoint needs an upgrade to SPDY/3.1 or WebSocket")
         if upgrade.strip() == "websocket":
-            return streaming, self._websocket(streaming, headers)
+            return self._websocket(streaming, headers)
         if "spdy/3.1" in upgrade:
-            return streaming, self._spdy(streaming, headers)
+            return self._spdy(streaming, headers)
         raise HttpError(400, f"unsupported upgrade {upgrade!r}")
 
     @staticmethod

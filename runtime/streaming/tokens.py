@@ -45,6 +45,15 @@ class TokenCache(Generic[T]):
         self._entries[token] = (self._clock() + self.ttl, request)
         return token
 
+    def peek(self, token: str) -> T | None:
+        """The request of a valid token, which stays valid; None otherwise.
+
+        The server looks first and consumes only once the request proves to be the token's own
+        (its kind, its upgrade): a stray or malformed request must not spend a client's token."""
+        self._expire()
+        entry = self._entries.get(token)
+        return None if entry is None else entry[1]
+
     def consume(self, token: str) -> T | None:
         """The request of a valid token, which is then used up; None otherwise."""
         self._expire()

@@ -137,6 +137,40 @@ async def test_tokens_are_single_use(server: StreamingServer) -> None:
     assert response.status_code == 404
 
 
+async def test_a_refused_request_leaves_the_token_usable(server: StreamingServer) -> None:
+    """Only a request of the token's own kind with a valid upgrade takes it: a stray or malformed
+    request (a probe, a client retrying with other headers) must not spend the kubelet's token."""
+    url = server.url(RemoteCommandRequest("exec", echo_then_exit, True, True, False, False))
+    ws_bad_version = [("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                      ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "8"),
+                      ("Sec-WebSocket-Protocol", "v5.channel.k8s.io")]
+    ws_no_common_protocol = [*ws_bad_version[:3], ("Sec-WebSocket-Version", "13"),
+                             ("Sec-WebSocket-Protocol", "v9.channel.k8s.io")]
+    refusals: list[tuple[str, list[tuple[str, str]], str, int]] = [
+        (url.replace("/exec/", "/attach/"), SPDY_HEADERS, "POST", 404),
+        (url.replace("/exec/", "/portforward/"), SPDY_HEADERS, "POST", 404),
+        (url, SPDY_HEADERS, "PUT", 405),
+        (url, [], "GET", 400),                                                      # no upgrade at all
+        (url, [("Connection", "keep-alive"), ("Upgrade", "SPDY/3.1")], "POST", 400),  # no Connection: Upgrade
+        (url, [("Connection", "Upgrade"), ("Upgrade", "h2c")], "POST", 400),          # unsupported upgrade
+        (url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")], "POST", 400),     # no protocol offered
+        (url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+               ("X-Stream-Protocol-Version", "v9.channel.k8s.io")], "POST", 403),    # none we speak
+        (url, ws_bad_version, "GET", 400),
+        (url, ws_no_common_protocol, "GET", 400),
+    ]
+    for target, headers, method, status in refusals:
+        _, _, response, _ = await upgrade(target, headers, method=method)
+        assert response.status_code == status, (target, headers, method)
+        assert len(server.tokens) == 1, (target, headers, method)
+    reader, writer, response, _ = await upgrade(url, SPDY_HEADERS)
+    assert response.status_code == 101
+    writer.close()
+    assert len(server.tokens) == 0
+    _, _, response, _ = await upgrade(url, SPDY_HEADERS)
+    assert response.status_code == 404
+
+
 async def test_refusals(server: StreamingServer) -> None:
     def fresh() -> str:
         return server.url(RemoteCommandRequest("exec", echo_then_exit, True, True, False, False))
