@@ -48,14 +48,15 @@ class PullStats:
 
 
 def _translate(exc: Exception) -> errors.CRIError:
-    """Registry failures become the runtime's error kinds (the gRPC face maps those)."""
+    """Registry failures become the runtime's error kinds (the gRPC face maps those).
+
+    A registry that stops sending (ProgressTimeout) is UNAVAILABLE like any other registry
+    fault: DEADLINE_EXCEEDED would tell the kubelet that its own deadline passed."""
     message = str(exc)
     if isinstance(exc, registry.NotFoundError):
         return errors.NotFound(message)
     if isinstance(exc, registry.AuthError):
         return errors.PermissionDenied(message)
-    if isinstance(exc, registry.ProgressTimeout):
-        return errors.DeadlineExceeded(message)
     if isinstance(exc, registry.UnsupportedManifest):
         return errors.FailedPrecondition(message)
     if isinstance(exc, UnpackError):

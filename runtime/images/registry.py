@@ -17,7 +17,7 @@ import os
 import platform as _platform
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -569,7 +569,7 @@ class RegistryClient:
         received = 0
         chunks = response.aiter_raw(BLOB_CHUNK_SIZE)
         while True:
-            with self._blob_read_errors(ep, what, lambda: received, desc.size):
+            with self._blob_read_errors(ep, what, response, desc.size):
                 try:
                     chunk = await anext(chunks)
                 except StopAsyncIteration:
@@ -588,19 +588,22 @@ class RegistryClient:
             raise DigestMismatch(f"{what}: content has digest {actual}", host=ep.host)
 
     @contextlib.contextmanager
-    def _blob_read_errors(self, ep: Endpoint, what: str, received: Callable[[], int],
+    def _blob_read_errors(self, ep: Endpoint, what: str, response: httpx.Response,
                           size: int) -> Iterator[None]:
+        # The bytes that came off the wire, not those passed on: aiter_raw holds back up to a
+        # whole chunk, so a blob that stalls in its first megabyte would say "0 of N bytes".
         try:
             yield
         except httpx.ReadTimeout as e:
             raise ProgressTimeout(f"{what}: no data for {self.progress_timeout:g}s after "
-                                  f"{received()} of {size} bytes", host=ep.host) from e
+                                  f"{response.num_bytes_downloaded} of {size} bytes", host=ep.host) from e
         except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-            raise RegistryError(f"{what}: truncated blob: the connection ended after {received()} of "
-                                f"{size} bytes ({_describe_transport_error(e)})", host=ep.host) from e
-        except httpx.TransportError as e:
-            raise RegistryError(f"{what}: reading failed after {received()} of {size} bytes "
+            raise RegistryError(f"{what}: truncated blob: the connection ended after "
+                                f"{response.num_bytes_downloaded} of {size} bytes "
                                 f"({_describe_transport_error(e)})", host=ep.host) from e
+        except httpx.TransportError as e:
+            raise RegistryError(f"{what}: reading failed after {response.num_bytes_downloaded} of {size} "
+                                f"bytes ({_describe_transport_error(e)})", host=ep.host) from e
 
     # HTTP with authentication ------------------------------------------------
 
