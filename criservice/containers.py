@@ -188,7 +188,7 @@ class Containers(Area):
                                          max_output=EXEC_SYNC_MAX_OUTPUT)
         if result.timed_out:
             raise errors.DeadlineExceeded(
-                f"command {list(request.cmd)!r} timed out after {request.timeout}s and was killed")
+                f"command {errors.shown(' '.join(request.cmd), 256)} timed out after {request.timeout}s and was killed")
         return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
 
     async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest,

@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 
 from api import api_pb2 as pb
 from runtime import errors
+from runtime.errors import shown
 from runtime.oci.specinput import (
     NAMESPACE_MODES, PROPAGATIONS, ContainerInput, DeviceInput, GroupsPolicy, IDMapping, MountInput,
     NamespaceMode, NamespacesInput, PodSecurityInput, ProfileInput, ProfileType, Propagation, ResourcesInput,
@@ -23,6 +24,10 @@ from runtime.oci.specinput import (
 )
 
 T = TypeVar("T")
+
+# Linux's limits on a path: NAME_MAX bytes a component, PATH_MAX with its closing NUL.
+NAME_MAX = 255
+PATH_MAX = 4096
 
 _PROPAGATION_PB: dict[Propagation, pb.MountPropagation] = {
     "private": pb.PROPAGATION_PRIVATE,
@@ -64,6 +69,24 @@ def signal_name(value: int, field: str = "config.stop_signal") -> str:
     return name.replace("RTMINPLUS", "RTMIN+").replace("RTMAXMINUS", "RTMAX-")
 
 
+def path(value: str, field: str) -> str:
+    """`value`, if the kernel can take it as a path; a longer one would fail with
+    ENAMETOOLONG deep in the spec builder or in runc, naming no field."""
+    size = len(value.encode())
+    if size >= PATH_MAX:
+        raise errors.InvalidArgument(f"{field}: the path is longer than {PATH_MAX - 1} bytes ({size} bytes)")
+    if size > NAME_MAX:   # else no component can be too long
+        for component in value.split("/"):
+            if len(component.encode()) > NAME_MAX:
+                raise errors.InvalidArgument(f"{field}: a path component is longer than {NAME_MAX} bytes: "
+                                             f"{shown(component, 16)}")
+    return value
+
+
+def _paths(values: Sequence[str], field: str) -> tuple[str, ...]:
+    return tuple(path(v, f"{field}[{i}]") for i, v in enumerate(values))
+
+
 # ---- resources ------------------------------------------------------------------------------
 
 
@@ -103,11 +126,12 @@ def mount_input(m: pb.Mount, field: str) -> MountInput:
     if m.uidMappings or m.gidMappings:
         raise errors.InvalidArgument(f"{field}: id-mapped mounts (uidMappings, gidMappings) are not supported")
     return MountInput(
-        container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
+        container_path=path(m.container_path, f"{field}.container_path"),
+        host_path=path(m.host_path, f"{field}.host_path"), readonly=m.readonly,
         recursive_readonly=m.recursive_read_only,
         propagation=_enum(_PROPAGATION, m.propagation, f"{field}.propagation"),
-        selinux_relabel=m.selinux_relabel, image=image, image_sub_path=m.image_sub_path,
-        options=tuple(m.mount_options))
+        selinux_relabel=m.selinux_relabel, image=image,
+        image_sub_path=path(m.image_sub_path, f"{field}.image_sub_path"), options=tuple(m.mount_options))
 
 
 def mount_to_pb(m: MountInput) -> pb.Mount:
@@ -126,9 +150,9 @@ def device_input(d: pb.Device, field: str) -> DeviceInput:
         raise errors.InvalidArgument(f"{field}.host_path is empty")
     perms = d.permissions or "rwm"
     if set(perms) - set("rwm"):
-        raise errors.InvalidArgument(f"{field}.permissions: {d.permissions!r} must be made of r, w and m")
-    return DeviceInput(container_path=d.container_path or d.host_path, host_path=d.host_path,
-                       permissions=perms)
+        raise errors.InvalidArgument(f"{field}.permissions: {shown(d.permissions)} must be made of r, w and m")
+    return DeviceInput(container_path=path(d.container_path, f"{field}.container_path") or d.host_path,
+                       host_path=path(d.host_path, f"{field}.host_path"), permissions=perms)
 
 
 # ---- security -----------------------------------------------------------------------------------
@@ -156,7 +180,7 @@ def _deprecated_profile(value: str, field: str, *, seccomp: bool) -> ProfileInpu
         ref = value.removeprefix("localhost/")
         return ProfileInput("localhost", ref)
     kind = "seccomp" if seccomp else "AppArmor"
-    raise errors.InvalidArgument(f"{field}: {value!r} is not a valid {kind} profile "
+    raise errors.InvalidArgument(f"{field}: {shown(value)} is not a valid {kind} profile "
                                  "(runtime/default, unconfined or localhost/...)")
 
 
@@ -247,8 +271,8 @@ def security_input(ctx: pb.LinuxContainerSecurityContext, field: str,
         supplemental_groups_policy=_enum(_GROUPS_POLICY, ctx.supplemental_groups_policy,
                                          f"{field}.supplemental_groups_policy"),
         no_new_privs=ctx.no_new_privs,
-        masked_paths=tuple(ctx.masked_paths) or None,
-        readonly_paths=tuple(ctx.readonly_paths) or None,
+        masked_paths=_paths(ctx.masked_paths, f"{field}.masked_paths") or None,
+        readonly_paths=_paths(ctx.readonly_paths, f"{field}.readonly_paths") or None,
         seccomp=_seccomp(ctx, field), apparmor=_apparmor(ctx, field))
 
 
@@ -274,7 +298,7 @@ def pod_security_input(ctx: pb.LinuxSandboxSecurityContext,
 def _env(kv: pb.KeyValue, field: str) -> tuple[str, str]:
     # KeyValue.value is bytes in the CRI; config.json is JSON text, so it must be UTF-8.
     if not kv.key or "=" in kv.key:
-        raise errors.InvalidArgument(f"{field}.key {kv.key!r} is not a variable name")
+        raise errors.InvalidArgument(f"{field}.key {shown(kv.key)} is not a variable name")
     try:
         return kv.key, kv.value.decode()
     except UnicodeDecodeError:
@@ -293,7 +317,8 @@ def container_input(config: pb.ContainerConfig, sandbox_config: pb.PodSandboxCon
         if sandbox_config.linux.security_context.HasField("namespace_options") else None
     return ContainerInput(
         name=config.metadata.name, attempt=config.metadata.attempt,
-        command=tuple(config.command), args=tuple(config.args), working_dir=config.working_dir,
+        command=tuple(config.command), args=tuple(config.args),
+        working_dir=path(config.working_dir, "config.working_dir"),
         envs=tuple(_env(kv, f"config.envs[{i}]") for i, kv in enumerate(config.envs)),
         mounts=tuple(mount_input(m, f"config.mounts[{i}]") for i, m in enumerate(config.mounts)),
         devices=tuple(device_input(d, f"config.devices[{i}]") for i, d in enumerate(config.devices)),

@@ -62,7 +62,7 @@ class Images(Area):
     def _check_handler(self, spec: pb.ImageSpec) -> None:
         handler = spec.runtime_handler
         if handler and handler not in self.deps.config.runtime.handlers:
-            raise errors.InvalidArgument(f"image.runtime_handler: unknown runtime handler {handler!r}")
+            raise errors.InvalidArgument(f"image.runtime_handler: unknown runtime handler {errors.shown(handler)}")
 
     def _find(self, spec: pb.ImageSpec, field: str = "image.image") -> ImageRecord | None:
         if not spec.image:
@@ -79,7 +79,7 @@ class Images(Area):
         try:
             ref = reference.parse(request.image.image)
         except reference.InvalidReference as e:
-            raise errors.InvalidArgument(str(e)) from None
+            raise errors.InvalidArgument(f"image.image: {e}") from None
         remaining = context.time_remaining()
         pull = self.deps.puller.pull(ref, _credentials(request.auth))
         try:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError, Message
 
+from criservice import validation
 from criservice.metrics import Metrics
 from runtime import errors
 
 log = logging.getLogger("criservice.grpc")
+
+# A status message travels in an HTTP/2 trailer; clients refuse trailers over 8 KiB
+# (RESOURCE_EXHAUSTED instead of the real code), and percent-encoding can triple a message.
+MAX_STATUS_MESSAGE = 1024
 
 STATUS_OF: dict[type[errors.CRIError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -48,13 +56,17 @@ class _Call:
     async def fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, errors.CRIError):
             self.code = status_of(exc)
-            message = str(exc)
+            message = capped(str(exc))
             log.info("request failed", extra={"fields": {
                 "method": self.method, "code": self.code.name, "error": message}})
         else:
+            # A bug: the client gets no Python (class names, tracebacks, values from
+            # deep inside), only an id to find the traceback in the log by.
             self.code = grpc.StatusCode.INTERNAL
-            message = f"{self.method}: internal error: {type(exc).__name__}: {exc}"
-            log.error("request crashed", exc_info=exc, extra={"fields": {"method": self.method}})
+            error_id = secrets.token_hex(6)
+            message = f"{self.method}: internal error (error id {error_id}); the daemon's log has the details"
+            log.error("request crashed", exc_info=exc,
+                      extra={"fields": {"method": self.method, "error_id": error_id}})
         await context.abort(self.code, message)
 
     def done(self, context: grpc.aio.ServicerContext) -> None:
@@ -67,6 +79,61 @@ class _Call:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request", extra={"fields": {
                 "method": self.method, "code": self.code.name, "ms": round(seconds * 1000, 3)}})
+
+
+def capped(message: str, limit: int = MAX_STATUS_MESSAGE) -> str:
+    """`message` cut to at most `limit` bytes of UTF-8, with its length said."""
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return message
+    suffix = f"... ({len(data)} bytes)"
+    # errors="ignore" drops a character the cut went through.
+    return data[:limit - len(suffix)].decode("utf-8", "ignore") + suffix
+
+
+class _Received:
+    """A request as the deserializer hands it to the handler: decoded, or why not."""
+
+    __slots__ = ("request", "may_hold_nul", "undecodable")
+
+    def __init__(self, request: Any, may_hold_nul: bool, undecodable: str = "") -> None:
+        self.request = request
+        self.may_hold_nul = may_hold_nul   # only if its bytes have a zero byte can a string hold a NUL
+        self.undecodable = undecodable     # the request type it could not be decoded as
+
+    def checked(self) -> Any:
+        """The request, or InvalidArgument naming what is wrong with it."""
+        if self.undecodable:
+            raise errors.InvalidArgument(f"the request could not be decoded as {self.undecodable}")
+        if self.may_hold_nul and isinstance(self.request, Message):
+            path = validation.nul_field(self.request)
+            if path is not None:
+                raise errors.InvalidArgument(f"{path}: contains a NUL byte")
+        return self.request
+
+
+def _deserializer(method: str, inner: Callable[[bytes], Any] | None) -> Callable[[bytes], _Received]:
+    """Decode errors raised here would reach the client as UNKNOWN with a Python class
+    name (gRPC's own text): hand them to the handler wrapper instead."""
+    type_name = _request_type(method)
+
+    def deserialize(data: bytes) -> _Received:
+        if inner is None:
+            return _Received(data, False)
+        try:
+            return _Received(inner(data), b"\0" in data)
+        except DecodeError:
+            return _Received(None, False, type_name)
+
+    return deserialize
+
+
+def _request_type(method: str) -> str:
+    """"runtime.v1.ExecSyncRequest" for "/runtime.v1.RuntimeService/ExecSync"."""
+    try:
+        return descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", ".")).input_type.full_name
+    except KeyError:
+        return f"the request of {method}"
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
@@ -89,13 +156,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         metrics = self.metrics
+        deserialize = _deserializer(method, handler.request_deserializer)
         if handler.unary_unary is not None:
             inner_unary = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(received: _Received, context: grpc.aio.ServicerContext) -> Any:
                 call = _Call(method, metrics)
                 try:
-                    return await inner_unary(request, context)
+                    return await inner_unary(received.checked(), context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped, logged and re-raised as a status
@@ -103,15 +171,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     call.done(context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(unary, deserialize, handler.response_serializer)
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(received: _Received, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 call = _Call(method, metrics)
                 try:
-                    async for response in inner_stream(request, context):
+                    async for response in inner_stream(received.checked(), context):
                         yield response
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
@@ -120,6 +187,5 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     call.done(context)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(stream, deserialize, handler.response_serializer)
         return handler  # the CRI has no client-streaming calls

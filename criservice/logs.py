@@ -9,6 +9,9 @@ import json
 import logging
 import sys
 import time
+from typing import Any
+
+from runtime.errors import shown
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR}
@@ -19,23 +22,50 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
 
 
-class JsonFormatter(logging.Formatter):
+# Fields carry request values (ids, names, paths, error messages that echo them): a
+# hostile 300 KB id must not make a 300 KB log line. Longer values keep a prefix and
+# their length; so do the message and each line of a traceback.
+FIELD_MAX = 1024
+
+
+def _bounded(value: object) -> object:
+    if isinstance(value, str):
+        return value if len(value) <= FIELD_MAX else shown(value, FIELD_MAX, str)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = json.dumps(value, default=str)
+    return value if len(text) <= FIELD_MAX else shown(text, FIELD_MAX, str)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    return {key: _bounded(value) for key, value in getattr(record, "fields", {}).items()}
+
+
+class _Bounded(logging.Formatter):
+    def message(self, record: logging.LogRecord) -> str:
+        return str(_bounded(record.getMessage()))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(str(_bounded(line)) for line in super().formatException(ei).splitlines())
+
+
+class JsonFormatter(_Bounded):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
             "time": _timestamp(record), "level": record.levelname.lower(),
-            "logger": record.name, "msg": record.getMessage(),
+            "logger": record.name, "msg": self.message(record),
         }
-        doc.update(getattr(record, "fields", {}))
+        doc.update(_fields(record))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_Bounded):
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), f"level={record.levelname.lower()}",
-                 f"logger={record.name}", f"msg={json.dumps(record.getMessage())}"]
-        for key, value in getattr(record, "fields", {}).items():
+                 f"logger={record.name}", f"msg={json.dumps(self.message(record))}"]
+        for key, value in _fields(record).items():
             text = value if isinstance(value, str) and value and " " not in value and '"' not in value \
                 else json.dumps(value, default=str)
             parts.append(f"{key}={text}")

@@ -68,7 +68,7 @@ class Sandboxes(Area):
     def _handler(self, name: str) -> str:
         handler = name or self.deps.config.runtime.default_handler
         if handler not in self.deps.config.runtime.handlers:
-            raise errors.InvalidArgument(f"runtime_handler: unknown runtime handler {name!r} "
+            raise errors.InvalidArgument(f"runtime_handler: unknown runtime handler {errors.shown(name)} "
                                          f"(configured: {', '.join(sorted(self.deps.config.runtime.handlers))})")
         return handler
 

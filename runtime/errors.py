@@ -5,6 +5,8 @@ status codes in one place. Anything else that escapes a request is a bug and
 becomes INTERNAL.
 """
 
+from collections.abc import Callable
+
 
 class CRIError(Exception):
     """Base of every expected failure; the message is shown to the client."""
@@ -44,3 +46,21 @@ class Unimplemented(CRIError):
 
 class ResourceExhausted(CRIError):
     """A limit was reached (tokens, disk, concurrent operations)."""
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """A request value as it may appear in a message or a log line: quoted, and cut
+    to a prefix with its length when long (a 300 KB id must not make a 300 KB status)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value.encode(errors='surrogatepass'))} bytes)"
+
+
+def shown(value: str | bytes, limit: int = 64, quote: Callable[[str | bytes], str] = repr) -> str:
+    """`value` quoted for a message or a log line, cut to its first `limit` characters
+    plus its length in bytes when longer: request values are echoed in messages, and a
+    300 KB id must not make a 300 KB status (over the HTTP/2 metadata limit) or log line."""
+    if len(value) <= limit:
+        return quote(value)
+    size = len(value) if isinstance(value, bytes) else len(value.encode("utf-8", "surrogatepass"))
+    return f"{quote(value[:limit])}... ({size} bytes)"

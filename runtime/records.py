@@ -96,8 +96,8 @@ class _Store:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise errors.InvalidArgument(f"{self.kind} id prefix {ident!r} is ambiguous")
-        raise errors.NotFound(f"{self.kind} {ident!r} not found")
+            raise errors.InvalidArgument(f"{self.kind} id prefix {errors.shown(ident)} is ambiguous")
+        raise errors.NotFound(f"{self.kind} {errors.shown(ident)} not found")
 
     def find(self, ident: str) -> Any | None:
         try:
@@ -183,7 +183,7 @@ class ContainerStore(_Store):
         self._load(ContainerRecord)
 
     def add(self, rec: ContainerRecord) -> None:
-        self._insert(rec, f"a container named {rec.name!r} (attempt {rec.attempt}) exists already "
+        self._insert(rec, f"a container named {errors.shown(rec.name)} (attempt {rec.attempt}) exists already "
                           f"in pod sandbox {rec.sandbox_id}")
 
     def get(self, ident: str) -> ContainerRecord:
@@ -210,4 +210,3 @@ class ContainerStore(_Store):
 
 def now_ns() -> int:
     return time.time_ns()
-

@@ -20,6 +20,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from runtime.errors import shown
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAINS = frozenset({"index.docker.io"})
 OFFICIAL_PREFIX = "library/"
@@ -29,7 +31,7 @@ NAME_TOTAL_LENGTH_MAX = 255
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::(?P<port>[0-9]+))?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([0-9a-fA-F]+)")
 # Algorithms we can verify, with the length of their hex encoding.
@@ -37,8 +39,12 @@ _DIGEST_HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+# A repository name is at most 255 characters: a longer text is shown shortened.
+_SHOWN_MAX = 256
+
+
 def _q(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    return shown(text, _SHOWN_MAX, lambda t: json.dumps(t, ensure_ascii=False))
 
 
 class InvalidReference(ValueError):
@@ -141,8 +147,15 @@ def _split_domain(text: str, name: str) -> tuple[str, str]:
     # distribution: the first component is a domain iff it has '.' or ':', is
     # "localhost", or has an uppercase letter (path components never do).
     if slash and (any(c in first for c in ".:") or first == "localhost" or first != first.lower()):
-        if not _DOMAIN.fullmatch(first):
+        match = _DOMAIN.fullmatch(first)
+        if not match:
             raise InvalidReference(text, f"registry domain {_q(first)} is invalid")
+        # distribution's grammar takes any digits; a client cannot connect to them all.
+        # (int() of over 4300 digits raises: the length goes first.)
+        port = match["port"]
+        if port is not None and (len(port) > 5 or not 0 < int(port) <= 65535):
+            raise InvalidReference(text, f"registry domain {_q(first)} has port {shown(port, 16, str)} "
+                                         "out of range (1-65535)")
         domain, path = first, rest
     else:
         domain, path = DEFAULT_DOMAIN, name

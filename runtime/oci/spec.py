@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime import cgroups, errors
+from runtime.errors import shown
 from runtime.oci import seccomp
 from runtime.oci.features import RRO_MIN_KERNEL
 from runtime.oci.specinput import (
@@ -194,7 +195,7 @@ def build_spec(container: ContainerInput, sandbox: SandboxInput, image: ImageInp
     sec = container.security
     if sec.privileged and not sandbox.security.privileged:
         raise errors.InvalidArgument(
-            f"container {container.name!r} is privileged but its pod sandbox is not "
+            f"container {shown(container.name)} is privileged but its pod sandbox is not "
             "(linux.security_context.privileged must be set on the pod too)")
     user = resolve_user(sec, image.user, image.rootfs or rootfs)
     caps = capabilities(sec, host, default_caps)
@@ -274,7 +275,7 @@ def process_args(container: ContainerInput, image: ImageInput) -> list[str]:
     argv = command + args
     if not argv:
         raise errors.InvalidArgument(
-            f"container {container.name!r}: no command specified (neither the container "
+            f"container {shown(container.name)}: no command specified (neither the container "
             "config nor the image has one)")
     return argv
 
@@ -323,7 +324,7 @@ def _cap_name(name: str) -> str:
     upper = name.strip().upper()
     full = upper if upper.startswith("CAP_") else "CAP_" + upper
     if full not in CAPABILITIES:
-        raise errors.InvalidArgument(f"unknown capability {name!r}")
+        raise errors.InvalidArgument(f"unknown capability {shown(name)}")
     return full
 
 
@@ -374,12 +375,12 @@ def apparmor_profile(profile: ProfileInput | None, *, privileged: bool, host: Ho
         if not name:
             raise errors.InvalidArgument("apparmor: the Localhost profile type needs localhost_ref")
         if not host.apparmor_enabled:
-            raise errors.FailedPrecondition(f"apparmor profile {name!r} requested but AppArmor is not "
+            raise errors.FailedPrecondition(f"apparmor profile {shown(name)} requested but AppArmor is not "
                                             "enabled on this host")
         if privileged:
             return ""
         if not _apparmor_loaded(name, host.apparmor_profiles_path):
-            raise errors.FailedPrecondition(f"apparmor profile {name!r} is not loaded")
+            raise errors.FailedPrecondition(f"apparmor profile {shown(name)} is not loaded")
         return name
     if profile.type == "unconfined" or privileged or not host.apparmor_enabled:
         return ""
@@ -415,17 +416,17 @@ def _pid_namespace(container: ContainerInput, sandbox: SandboxInput,
         return {"type": "pid"}
     if mode == "target":
         if not target_pid_ns_path:
-            raise errors.InvalidArgument(f"container {container.name!r}: PID namespace mode TARGET "
+            raise errors.InvalidArgument(f"container {shown(container.name)}: PID namespace mode TARGET "
                                          "needs the target container's namespace")
         return {"type": "pid", "path": target_pid_ns_path}
     if mode == "pod":
         if sandbox.host_pid:
             return None
         if not sandbox.pid_ns_path:
-            raise errors.FailedPrecondition(f"container {container.name!r} asks for the pod's PID "
+            raise errors.FailedPrecondition(f"container {shown(container.name)} asks for the pod's PID "
                                             f"namespace but pod sandbox {sandbox.id} does not share one")
         return {"type": "pid", "path": sandbox.pid_ns_path}
-    raise errors.InvalidArgument(f"unknown PID namespace mode {mode!r}")
+    raise errors.InvalidArgument(f"unknown PID namespace mode {shown(mode)}")
 
 
 def _pod_namespaces(sandbox: SandboxInput) -> list[dict[str, str]]:
@@ -449,7 +450,7 @@ def _add_userns(linux: dict[str, Any], userns: UserNamespaceInput | None, sandbo
     if userns is None or userns.mode == "node":
         return
     if userns.mode != "pod":
-        raise errors.InvalidArgument(f"user namespace mode {userns.mode!r} is not supported "
+        raise errors.InvalidArgument(f"user namespace mode {shown(userns.mode)} is not supported "
                                      "(only POD and NODE)")
     if not userns.uids or not userns.gids:
         raise errors.InvalidArgument("a user namespace of mode POD needs uid and gid mappings")
@@ -523,7 +524,7 @@ def _mounts(container: ContainerInput, sandbox: SandboxInput, host: HostInfo,
 
 
 def _bind(m: MountInput, host: HostInfo, *, create_missing: bool, from_pod: bool) -> tuple[dict[str, Any], str]:
-    where = f"mount {m.container_path!r}"
+    where = f"mount {shown(m.container_path)}"
     if not os.path.isabs(m.container_path):
         raise errors.InvalidArgument(f"{where}: container_path must be absolute")
     if m.recursive_readonly and not m.readonly:
@@ -535,7 +536,7 @@ def _bind(m: MountInput, host: HostInfo, *, create_missing: bool, from_pod: bool
         raise errors.InvalidArgument(f"{where}: an image volume must be read-only")
     if not m.host_path:
         if m.image:
-            raise errors.FailedPrecondition(f"{where}: image volume {m.image!r} was not resolved to a path")
+            raise errors.FailedPrecondition(f"{where}: image volume {shown(m.image)} was not resolved to a path")
         raise errors.InvalidArgument(f"{where}: host_path is empty")
     source = _host_source(m.host_path, where, create_missing=create_missing, from_pod=from_pod)
     options = ["rbind"]
@@ -551,7 +552,7 @@ def _bind(m: MountInput, host: HostInfo, *, create_missing: bool, from_pod: bool
         options.append("rshared")
         root_propagation = "rshared"
     else:
-        raise errors.InvalidArgument(f"{where}: unknown propagation {m.propagation!r}")
+        raise errors.InvalidArgument(f"{where}: unknown propagation {shown(m.propagation)}")
     if m.readonly and m.recursive_readonly:
         if not host.rro_supported:
             raise errors.FailedPrecondition(
@@ -562,7 +563,7 @@ def _bind(m: MountInput, host: HostInfo, *, create_missing: bool, from_pod: bool
         options.append("ro" if m.readonly else "rw")
     for opt in m.options:
         if opt not in BIND_OPTIONS:
-            raise errors.InvalidArgument(f"{where}: mount option {opt!r} is not allowed "
+            raise errors.InvalidArgument(f"{where}: mount option {shown(opt)} is not allowed "
                                          f"(allowed: {', '.join(sorted(BIND_OPTIONS))})")
         options.append(opt)
     return {"destination": _clean(m.container_path), "type": "bind", "source": source,
@@ -573,13 +574,17 @@ def _host_source(path: str, where: str, *, create_missing: bool, from_pod: bool)
     """The real path to bind: symlinks followed (the CRI asks for that); a missing
     hostPath directory is created as containerd and CRI-O do."""
     if not os.path.isabs(path):
-        raise errors.InvalidArgument(f"{where}: host_path {path!r} must be absolute")
+        raise errors.InvalidArgument(f"{where}: host_path {shown(path)} must be absolute")
     if not os.path.lexists(path):
         if from_pod:
             raise errors.FailedPrecondition(f"{where}: the pod's file {path} is missing")
         if not create_missing:
-            raise errors.InvalidArgument(f"{where}: host_path {path} does not exist")
-        os.makedirs(path, mode=0o755, exist_ok=True)
+            raise errors.InvalidArgument(f"{where}: host_path {shown(path)} does not exist")
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as e:   # a file on the way, a read-only filesystem: the request's fault
+            raise errors.InvalidArgument(f"{where}: host_path {shown(path)} cannot be created: "
+                                         f"{e.strerror}") from None
     real = os.path.realpath(path)
     if not os.path.exists(real):
         raise errors.InvalidArgument(f"{where}: host_path {path} is a dangling symlink (to {real})")
@@ -629,7 +634,7 @@ def _devices(requested: tuple[DeviceInput, ...], host: HostInfo, privileged: boo
     for req in requested:
         perms = req.permissions or "rwm"
         if not perms or set(perms) - set("rwm"):
-            raise errors.InvalidArgument(f"device {req.host_path}: permissions {perms!r} "
+            raise errors.InvalidArgument(f"device {shown(req.host_path)}: permissions {shown(perms)} "
                                          "must be made of r, w and m")
         for dev in _devices_at(req.host_path, req.container_path or req.host_path):
             devices[dev["path"]] = dev
@@ -644,7 +649,9 @@ def _devices_at(host_path: str, container_path: str) -> list[dict[str, Any]]:
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        raise errors.InvalidArgument(f"device {host_path} does not exist") from None
+        raise errors.InvalidArgument(f"device {shown(host_path)} does not exist") from None
+    except OSError as e:   # a file on the way, a loop of links: the request's fault
+        raise errors.InvalidArgument(f"device {shown(host_path)}: {e.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
         return _host_devices(real, container_path)
     dev = _device(real, st, container_path)
@@ -765,7 +772,7 @@ def build_infra_spec(sandbox: SandboxInput, image: ImageInput, *, rootfs: str, c
     pod = sandbox.security
     args = list(image.entrypoint if image.entrypoint != ("",) else ()) + list(image.cmd)
     if not args:
-        raise errors.InvalidArgument(f"pause image {image.name!r} has no entrypoint or command")
+        raise errors.InvalidArgument(f"pause image {shown(image.name)} has no entrypoint or command")
     user = resolve_user(SecurityInput(run_as_user=pod.run_as_user, run_as_group=pod.run_as_group,
                                       supplemental_groups=pod.supplemental_groups),
                         image.user, image.rootfs or rootfs)

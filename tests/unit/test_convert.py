@@ -246,3 +246,35 @@ def test_resources_round_trip() -> None:
 ])
 def test_signal_name(value: int, expected: str) -> None:
     assert convert.signal_name(value) == expected
+
+
+LONG = "x" * 256   # one byte over NAME_MAX
+
+
+@pytest.mark.parametrize("cfg,text", [
+    (config(mounts=[pb.Mount(container_path=f"/a/{LONG}/b", host_path="/srv")]),
+     r"config.mounts\[0\].container_path: a path component is longer than 255 bytes: 'xxx"),
+    (config(mounts=[pb.Mount(container_path="/ok", host_path="/srv"),
+                    pb.Mount(container_path="/data", host_path=f"/{LONG}")]),
+     r"config.mounts\[1\].host_path: a path component is longer than 255 bytes"),
+    (config(mounts=[pb.Mount(container_path="/d", host_path="/" + "/".join(["y" * 200] * 21))]),
+     r"config.mounts\[0\].host_path: the path is longer than 4095 bytes \(4221 bytes\)"),
+    (config(mounts=[pb.Mount(container_path="/d", image=pb.ImageSpec(image="i"), image_sub_path=LONG)]),
+     r"config.mounts\[0\].image_sub_path: a path component is longer than 255 bytes"),
+    (config(devices=[pb.Device(container_path=f"/dev/{LONG}", host_path="/dev/null")]),
+     r"config.devices\[0\].container_path: a path component is longer than 255 bytes"),
+    (config(devices=[pb.Device(host_path=f"/dev/{'é' * 128}")]),   # 256 bytes in 128 characters
+     r"config.devices\[0\].host_path: a path component is longer than 255 bytes"),
+    (config(working_dir=f"/{LONG}"), "config.working_dir: a path component is longer than 255 bytes"),
+])
+def test_paths_the_kernel_would_refuse_name_the_field(cfg: pb.ContainerConfig, text: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match=text) as info:
+        convert.container_input(cfg, pb.PodSandboxConfig())
+    assert len(str(info.value)) < 200
+
+
+def test_a_path_component_of_255_bytes_is_fine() -> None:
+    name = "x" * 255
+    c = convert.container_input(config(mounts=[pb.Mount(container_path=f"/{name}", host_path=f"/{name}")]),
+                                pb.PodSandboxConfig())
+    assert c.mounts[0].container_path == f"/{name}"

@@ -84,6 +84,9 @@ INVALID = [
     ("-example.com/a", 'registry domain "-example.com" is invalid'),
     ("0123456789abcdef" * 4, "is an image id, not a repository name"),
     ("example.com/" + "a" * 244, "must not be more than 255 characters"),
+    ("127.0.0.1:99999/x", 'registry domain "127.0.0.1:99999" has port 99999 out of range'),
+    ("localhost:0/x", 'registry domain "localhost:0" has port 0 out of range'),
+    ("[::1]:65536/x", "port 65536 out of range"),
 ]
 
 
@@ -98,6 +101,23 @@ def test_error_message_names_the_reference() -> None:
     with pytest.raises(InvalidReference) as info:
         reference.parse("Busybox")
     assert str(info.value) == 'invalid reference "Busybox": repository name must be lowercase'
+
+
+def test_port_range() -> None:
+    assert reference.parse("localhost:65535/x").domain == "localhost:65535"
+    assert reference.parse("localhost:1/x").domain == "localhost:1"
+
+
+def test_a_long_reference_is_shortened_in_the_message() -> None:
+    text = "Busybox" + "a" * 300_000
+    with pytest.raises(InvalidReference) as info:
+        reference.parse(text)
+    message = str(info.value)
+    assert len(message) < 600 and "300007 bytes" in message and "must be lowercase" in message
+    assert info.value.text == text  # the whole text stays on the exception
+    with pytest.raises(InvalidReference) as info:
+        reference.parse("localhost:" + "9" * 5000 + "/x")   # int() refuses over 4300 digits
+    assert "has port 9999999999999999... (5000 bytes) out of range" in str(info.value)
 
 
 def test_name_length_limit_counts_the_domain() -> None:
