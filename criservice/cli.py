@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     # serve
     level = args.log_level or config.log.level
     logs.configure(level, config.log.format)
+    # Nothing may land in whatever directory the daemon was started from (every
+    # configured path is absolute, and so must be every path a request names).
+    os.chdir("/")
+    from runtime.crashpoints import ENV, unknown_armed
+    if unknown_armed():
+        print(f"criservice: {ENV} names no crash point: {', '.join(unknown_armed())}", file=sys.stderr)
+        return 2
     from criservice.server import serve as serve_daemon
     from runtime.locks import LockHeld
     try:

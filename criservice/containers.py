@@ -201,6 +201,5 @@ class Containers(Area):
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
                                  context: grpc.aio.ServicerContext) -> pb.ReopenContainerLogResponse:
-        record = self.deps.workloads.running(request.container_id)
-        await self.deps.workloads.runtime_for(record.details["handler"]).reopen_log(record.id)
+        await self.deps.workloads.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()

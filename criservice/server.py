@@ -84,8 +84,9 @@ class Daemon:
         metrics = Metrics()
         db = StateDB(os.path.join(self.config.paths.state_dir, "state.db"))
         self.deps = self._machinery(db, metrics)
-        await self.deps.pods.recover()
+        # Containers first: a pod's stop or removal that a crash interrupted needs them known.
         await self.deps.workloads.recover()
+        await self.deps.pods.recover(self.deps.workloads.stop_all, self.deps.workloads.remove_all)
         streaming = self.config.streaming
         self.deps.streaming = StreamingServer(streaming.address, streaming.port, idle_timeout=streaming.idle_timeout,
                                               tls=_tls_context(streaming.tls_cert_file, streaming.tls_key_file))
@@ -143,7 +144,8 @@ class Daemon:
                                      cgroup_driver=cfg.runtime.cgroup_driver, pause_image=cfg.image.pause_image,
                                      sandbox_input=sandbox_input, on_oom=metrics.observe_oom, on_event=on_event)
         pods = PodManager(sandboxes, run_dir=cfg.paths.run_dir, netns_dir=cfg.paths.netns_dir,
-                          network=self._network, infra=workloads, on_phases=metrics.observe_pod_phases,
+                          network=self._network, infra=workloads, cgroup_driver=cfg.runtime.cgroup_driver,
+                          on_phases=metrics.observe_pod_phases,
                           on_event=on_event)
         metrics.watch(state_metrics(sandboxes, containers, hub))
         return Deps(cfg, db, metrics, images, puller, snapshots, sandboxes, containers, pods, workloads,

@@ -4,7 +4,10 @@ CreateContainer does the expensive part (snapshot, spec, `runc create` through
 conmon), so StartContainer is one `runc start`. Every container has a watcher
 task that records its exit as soon as conmon writes the exit file. The record
 is written first and marked as being built, so a crash in the middle is undone
-by `recover()` at the next start.
+by `recover()` at the next start. A container that is being removed is marked so
+first; a crash at any step of any request is finished or undone by `recover()`, which
+also asks runc about every container whose record is not final, so that a record
+never says what the host contradicts.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runtime import cgroups, errors
+from runtime import cgroups, errors, logpaths, procfs
+from runtime.crashpoints import crash_point
 from runtime.images.puller import Puller
 from runtime.images.reference import parse as parse_reference
 from runtime.images.store import ImageRecord, ImageStore
@@ -32,7 +36,6 @@ from runtime.snapshots import Snapshots
 
 log = logging.getLogger("criservice.containers")
 
-DEFAULT_STOP_TIMEOUT = 10.0
 
 
 def image_input(image: ImageRecord, rootfs: str, name: str) -> ImageInput:
@@ -110,13 +113,16 @@ class ContainerManager:
         if image is None:
             raise errors.NotFound(f"image {image_ref!r} not found: pull it first")
         log_dir = sandbox.details.get("log_directory") or ""
+        log_path = logpaths.join(log_dir, container.log_path) if log_dir and container.log_path else ""
         container_id = secrets.token_hex(32)
-        log_path = os.path.join(log_dir, container.log_path) if log_dir and container.log_path else ""
+        cgroups_path = self._cgroups_path(sandbox, container_id)
         record = ContainerRecord(
             container_id, sandbox.id, container.name, container.attempt, CONTAINER_CREATED, now_ns(),
-            image.id, image_ref, config, labels=dict(container.labels),
-            annotations=dict(container.annotations), details={"building": True, "handler": sandbox.handler, "log_path": log_path})
+            image.id, image_ref, config, labels=dict(container.labels), annotations=dict(container.annotations),
+            details={"building": True, "handler": sandbox.handler, "log_path": log_path,
+                     "cgroups_path": cgroups_path})
         self.store.add(record)  # ALREADY_EXISTS for a live duplicate name
+        crash_point("container.create.recorded")
         try:
             await self._build(record, sandbox, container, image)
         except BaseException:
@@ -131,7 +137,8 @@ class ContainerManager:
         snap = self.snapshots.create(record.id, image)
         rootfs = await self.snapshots.mount(record.id)
         container = await self._image_volumes(record.id, container)
-        cgroups_path = self._cgroups_path(sandbox, record.id)
+        crash_point("container.create.rootfs")
+        cgroups_path = record.details["cgroups_path"]
         target_ns = None
         if container.security.namespaces.pid == "target":
             target = self.store.get(container.security.namespaces.target_id)
@@ -142,16 +149,18 @@ class ContainerManager:
             build_spec, container, self.sandbox_input(sandbox), image_input(image, rootfs, record.image_ref),
             container_id=record.id, rootfs=rootfs, cgroups_path=cgroups_path, target_pid_ns_path=target_ns)
         await asyncio.to_thread(_write_json, os.path.join(snap.path, "config.json"), spec)
+        crash_point("container.create.spec")
+        if record.details["log_path"]:
+            await asyncio.to_thread(logpaths.prepare, sandbox.details["log_directory"], record.details["log_path"])
         log_path = record.details["log_path"] or os.path.join(snap.path, "container.log")
-        await asyncio.to_thread(os.makedirs, os.path.dirname(log_path), 0o755, True)
         runtime = self.runtime_for(sandbox.handler)
         pid = await runtime.create(record.id, snap.path, log_path=log_path, tty=container.tty,
                                    stdin=container.stdin, stdin_once=container.stdin_once,
                                    systemd_cgroup=self.cgroup_driver == "systemd")
+        crash_point("container.create.runtime")
         stop_signal = container.stop_signal or image_input(image, "", "").stop_signal
         self.store.update_details(record.id, building=False, bundle=snap.path, pid=pid,
-                                  cgroups_path=cgroups_path, stop_signal=stop_signal,
-                                  log_path=record.details["log_path"], tty=container.tty,
+                                  stop_signal=stop_signal, tty=container.tty,
                                   user=spec.get("process", {}).get("user", {}))
 
     async def _image_volumes(self, container_id: str, container: ContainerInput) -> ContainerInput:
@@ -181,21 +190,40 @@ class ContainerManager:
         await self.snapshots.remove(record.id)
 
     async def _undo(self, container_id: str) -> None:
+        """Undo a container that failed (or a crash left) half-made. If that fails, the
+        record stays, EXITED with what failed, so that RemoveContainer tries again."""
         record = self.store.find(container_id)
         if record is None:
             return
         try:
-            runtime = self.runtimes.get(record.details.get("handler", ""))
-            if runtime is not None:
-                await runtime.delete(container_id, force=True)
-            await self._remove_snapshots(self.store.get(container_id))
-            if record.details.get("cgroups_path"):
-                await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
-        except Exception:  # noqa: BLE001 - logged; recover() retries at the next start
+            await self._remove_parts(record)
+        except Exception as e:  # noqa: BLE001 - kept in the record; Remove retries
             log.exception("undoing a failed container left something behind",
                           extra={"fields": {"container": container_id}})
+            self.store.transition(container_id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=128,
+                                  reason="CreateError", message=errors.shown(str(e), 512))
+            self.store.update_details(container_id, building=False)
             return
         self.store.delete(container_id)
+
+    async def _remove_parts(self, record: ContainerRecord) -> None:
+        """The runtime's container (and its conmon), the root filesystem and image
+        volumes, and the cgroup: every step is tried, then the first failure raised."""
+        runtime = self.runtimes.get(record.details.get("handler", ""))
+        steps: list[Callable[[], Awaitable[None]]] = []
+        if runtime is not None:
+            steps.append(lambda: runtime.delete(record.id, force=True))
+        steps.append(lambda: self._remove_snapshots(self.store.get(record.id)))
+        if record.details.get("cgroups_path"):
+            steps.append(lambda: asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"]))
+        first: Exception | None = None
+        for step in steps:
+            try:
+                await step()
+            except Exception as e:  # noqa: BLE001 - the other steps still run
+                first = first or e
+        if first is not None:
+            raise first
 
     # ---- start, stop, exits ---------------------------------------------------------------
 
@@ -211,14 +239,35 @@ class ContainerManager:
             try:
                 await runtime.start(record.id)
             except errors.CRIError as e:
+                # Recorded as the host has it: runc may have started it after all.
+                if await self._adopt(record.id):
+                    return self.store.get(record.id)
                 self._event("stopped", self.store.transition(
                     record.id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=128,
                     reason="StartError", message=str(e)))
                 raise
+            crash_point("container.start.started")
             record = self.store.transition(record.id, CONTAINER_RUNNING, started_at=now_ns())
             self._event("started", record)
             self._watch(record.id)
             return record
+
+    async def _adopt(self, container_id: str) -> bool:
+        """A CREATED record whose process runs (a crash came between `runc start` and the
+        record, or start failed late) becomes RUNNING; one that ran and exited gets its
+        exit. False when the runtime says it never started."""
+        record = self.store.get(container_id)
+        state = await self.runtime_for(record.details["handler"]).state(container_id)
+        if state.status in ("running", "paused"):
+            started = procfs.start_time_ns(state.pid) or now_ns()
+            self._event("started", self.store.transition(container_id, CONTAINER_RUNNING, started_at=started))
+            log.info("container found running; adopted", extra={"fields": {"container": container_id}})
+            self._watch(container_id)
+            return True
+        if state.exit_code is not None and state.status == "stopped":
+            await self._record_exit(container_id)
+            return True
+        return False
 
     def _watch(self, container_id: str) -> None:
         if container_id not in self._watchers:
@@ -274,6 +323,7 @@ class ContainerManager:
             else:
                 await runtime.stop(container_id, max(timeout, 0),
                                    _signal_number(record.details.get("stop_signal", "")))
+            crash_point("container.stop.signalled")
             return await self._record_exit(container_id) or record
 
     async def remove(self, container_id: str) -> None:
@@ -281,7 +331,11 @@ class ContainerManager:
         record = self.store.find(container_id)
         if record is None:
             return
-        if record.state != CONTAINER_EXITED and not record.details.get("building"):
+        if record.details.get("building"):
+            raise errors.FailedPrecondition(f"container {record.id} is still being created")
+        self.store.update_details(container_id, removing=True)
+        crash_point("container.remove.marked")
+        if record.state != CONTAINER_EXITED:
             await self.stop(container_id, 0)
         async with self.lock(container_id):
             record = self.store.find(container_id)
@@ -292,15 +346,19 @@ class ContainerManager:
                 watcher.cancel()
             runtime = self.runtime_for(record.details["handler"])
             await runtime.delete(container_id)
+            crash_point("container.remove.runtime")
             await self._remove_snapshots(record)
             if record.details.get("cgroups_path"):
                 await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
+            crash_point("container.remove.rootfs")
             self.store.delete(container_id)
         self._event("deleted", record)
         self._locks.pop(container_id, None)
 
     async def stop_all(self, sandbox_id: str) -> None:
-        await asyncio.gather(*(self.stop(c.id, DEFAULT_STOP_TIMEOUT) for c in self.store.in_sandbox(sandbox_id)
+        """At once, without a grace period: the CRI says StopPodSandbox must force them
+        (the kubelet has stopped each with its own grace already)."""
+        await asyncio.gather(*(self.stop(c.id, 0) for c in self.store.in_sandbox(sandbox_id)
                                if c.state != CONTAINER_EXITED))
 
     async def remove_all(self, sandbox_id: str) -> None:
@@ -317,10 +375,11 @@ class ContainerManager:
     async def start_infra(self, sandbox: SandboxRecord) -> tuple[str, int]:
         image = await self._pause_image()
         infra_id = "infra-" + sandbox.id
+        cgroups_path = self._cgroups_path(sandbox, infra_id)
+        # Recorded before anything is made, so that an undo finds all of it.
+        self.sandboxes.update_details(sandbox.id, infra_id=infra_id, infra_cgroups_path=cgroups_path)
         snap = self.snapshots.create(infra_id, image)
         rootfs = await self.snapshots.mount(infra_id)
-        cgroups_path = self._cgroups_path(sandbox, infra_id)
-        self.sandboxes.update_details(sandbox.id, infra_id=infra_id, infra_cgroups_path=cgroups_path)
         spec = await asyncio.to_thread(build_infra_spec, self.sandbox_input(sandbox),
                                        image_input(image, rootfs, self.pause_image),
                                        rootfs=rootfs, cgroups_path=cgroups_path)
@@ -368,32 +427,56 @@ class ContainerManager:
     # ---- restart -------------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """At start: undo half-built containers, record exits that happened while the
-        daemon was down, and watch the containers that still run."""
+        """At start: undo half-built containers, finish interrupted removals, and make
+        every record that is not final say what runc and conmon say: exits that happened
+        while the daemon was down are recorded, a container a crash left CREATED that
+        runs is adopted as RUNNING, and every running one is watched."""
         for record in self.store.list():
-            if record.details.get("building"):
-                log.info("removing a container a crash left half-built",
-                         extra={"fields": {"container": record.id}})
-                await self._undo(record.id)
-                continue
-            if record.state in (CONTAINER_RUNNING, CONTAINER_CREATED):
-                runtime = self.runtimes.get(record.details.get("handler", ""))
-                if runtime is None:
-                    continue
-                state = await runtime.state(record.id)
-                if state.exit_code is not None or state.status in ("stopped", "unknown"):
-                    if state.exit_code is None:  # gone without an exit file (host reboot)
-                        self.store.transition(record.id, CONTAINER_EXITED, finished_at=now_ns(),
-                                              exit_code=255, reason="Error",
-                                              message="the container was lost while criservice was down")
-                    else:
-                        await self._record_exit(record.id)
-                elif record.state == CONTAINER_RUNNING:
-                    self._watch(record.id)
+            try:
+                await self._recover_one(record)
+            except Exception:  # noqa: BLE001 - one stuck container must not keep the daemon down
+                log.exception("recovering a container failed; it is retried by RemoveContainer",
+                              extra={"fields": {"container": record.id}})
         keep = {r.id for r in self.store.list()}
         keep |= {v["snapshot"] for r in self.store.list() for v in r.details.get("image_volumes", {}).values()}
         keep |= {s.details["infra_id"] for s in self.sandboxes.list() if s.details.get("infra_id")}
         await asyncio.to_thread(self.snapshots.recover, keep)
+
+    async def _recover_one(self, record: ContainerRecord) -> None:
+        if record.details.get("building"):
+            log.info("removing a container a crash left half-built", extra={"fields": {"container": record.id}})
+            await self._undo(record.id)
+            return
+        if record.details.get("removing"):
+            log.info("finishing the removal of a container", extra={"fields": {"container": record.id}})
+            await self.remove(record.id)
+            return
+        if record.state == CONTAINER_EXITED:
+            return
+        runtime = self.runtimes.get(record.details.get("handler", ""))
+        if runtime is None:
+            return
+        state = await runtime.state(record.id)
+        if state.exit_code is not None:
+            await self._record_exit(record.id)
+        elif state.status in ("stopped", "unknown"):  # gone without an exit file (host reboot)
+            self._event("stopped", self.store.transition(
+                record.id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=255, reason="Error",
+                message="the container was lost while criservice was down"))
+        elif record.state == CONTAINER_CREATED:
+            if state.status != "created":
+                await self._adopt(record.id)
+        else:
+            self._watch(record.id)
+
+    async def reopen_log(self, container_id: str) -> None:
+        """conmon reopens the log path by name: what is there now (the kubelet rotated the
+        file away; a container may have planted something) is checked first."""
+        record = self.running(container_id)
+        if record.details.get("log_path"):
+            sandbox = self.sandboxes.get(record.sandbox_id)
+            await asyncio.to_thread(logpaths.prepare, sandbox.details["log_directory"], record.details["log_path"])
+        await self.runtime_for(record.details["handler"]).reopen_log(record.id)
 
     async def close(self) -> None:
         for task in list(self._watchers.values()):

@@ -48,14 +48,6 @@ class ResourceExhausted(CRIError):
     """A limit was reached (tokens, disk, concurrent operations)."""
 
 
-def shown(value: str, limit: int = 64) -> str:
-    """A request value as it may appear in a message or a log line: quoted, and cut
-    to a prefix with its length when long (a 300 KB id must not make a 300 KB status)."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}... ({len(value.encode(errors='surrogatepass'))} bytes)"
-
-
 def shown(value: str | bytes, limit: int = 64, quote: Callable[[str | bytes], str] = repr) -> str:
     """`value` quoted for a message or a log line, cut to its first `limit` characters
     plus its length in bytes when longer: request values are echoed in messages, and a

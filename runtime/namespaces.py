@@ -40,6 +40,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,250}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 
 
+def valid_hostname(hostname: str) -> bool:
+    return _HOSTNAME.fullmatch(hostname) is not None
+
+
 class NamespaceError(Exception):
     """A namespace could not be made or pinned; the message has the tool's own words."""
 

@@ -1,15 +1,20 @@
 """Pod sandboxes: pinned namespaces, pod files, CNI, and (only when the pod shares
 one PID namespace) an infra process.
 
-RunPodSandbox records the sandbox first (that is where name uniqueness is
-decided, atomically), then builds it phase by phase, timing each phase. A
-failure undoes what was made, in reverse; a crash is undone at the next start
-by `recover()`, which finds the sandbox still marked as being built.
+RunPodSandbox checks the request, records the sandbox (that is where name
+uniqueness is decided, atomically), then builds it phase by phase, timing each
+phase. Every step is recorded before it is taken, so that an undo knows where to
+look. A failure undoes what was made; an undo step that fails does not stop the
+others, and what it left is kept in the record (shown NOTREADY) for the next
+Stop, Remove or start to retry. Stop marks the sandbox NOTREADY and Remove marks
+it as going before they begin, so that `recover()` at the next start finishes
+whatever a crash interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -19,14 +24,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runtime import errors, mounts, namespaces
+from runtime import cgroups, errors, mounts, namespaces
 from runtime.cni import CniError, CniNetwork
+from runtime.crashpoints import crash_point
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
 from runtime.tasks import together
 
 log = logging.getLogger("criservice.pods")
 
 SHM_SIZE = 64 * 1024 * 1024
+# Pod metadata travels in CNI_ARGS ("K=V;K=V", one environment string) and in log
+# lines: Kubernetes names are at most 253 bytes, uids 36.
+METADATA_MAX = 253
+HOSTNAME_MAX = 64            # HOST_NAME_MAX
+LABELS_MAX = 256 * 1024      # Kubernetes' limit on a pod's annotations, applied to each map
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ class Phases:
 
 class PodManager:
     def __init__(self, store: SandboxStore, *, run_dir: str, netns_dir: str,
-                 network: Callable[[], CniNetwork], infra: InfraRunner,
+                 network: Callable[[], CniNetwork], infra: InfraRunner, cgroup_driver: str = "cgroupfs",
                  on_phases: Callable[[dict[str, float]], None] | None = None,
                  on_event: Callable[[str, str, str, int], None] | None = None) -> None:
         self.store = store
@@ -93,6 +104,7 @@ class PodManager:
         self.netns_dir = netns_dir
         self.network = network
         self.infra = infra
+        self.cgroup_driver = cgroup_driver
         self.on_phases = on_phases
         self.on_event = on_event  # (kind, sandbox id, sandbox id, time ns): see runtime.events
         self._locks: dict[str, asyncio.Lock] = {}
@@ -112,12 +124,13 @@ class PodManager:
     # ---- run -------------------------------------------------------------------
 
     async def run(self, req: PodRequest) -> SandboxRecord:
-        _validate(req)
+        validate(req, self.cgroup_driver)
         sandbox_id = secrets.token_hex(32)
         pod_dir = self.pod_dir(sandbox_id)
         details: dict[str, Any] = {
             "building": True, "pod_dir": pod_dir, "hostname": _hostname(req),
-            "log_directory": req.log_directory, "host_network": req.host_network,
+            "log_directory": os.path.normpath(req.log_directory) if req.log_directory else "",
+            "host_network": req.host_network,
             "host_ipc": req.host_ipc, "host_pid": req.host_pid, "shared_pid": req.shared_pid,
             "cgroup_parent": req.cgroup_parent, "sysctls": req.sysctls,
             "port_mappings": [pm.__dict__ for pm in req.port_mappings],
@@ -127,10 +140,14 @@ class PodManager:
         record = SandboxRecord(sandbox_id, req.name, req.namespace, req.uid, req.attempt, SANDBOX_NOTREADY,
                                now_ns(), req.handler, req.config, dict(req.labels), dict(req.annotations), details)
         self.store.add(record)  # ALREADY_EXISTS for a live duplicate name
+        crash_point("pod.run.recorded")
         phases = Phases()
         try:
-            await phases.run("files", asyncio.to_thread(_write_pod_files, pod_dir, req, details["hostname"]))
+            await phases.run("files", asyncio.to_thread(_write_pod_files, pod_dir, req, details["hostname"],
+                                                        details["log_directory"]))
+            crash_point("pod.run.files")
             await phases.run("namespaces", self._namespaces(sandbox_id, req, details["hostname"]))
+            crash_point("pod.run.namespaces")
             # The network and the infra process need the namespaces, not each other.
             steps = []
             if not req.host_network:
@@ -143,8 +160,9 @@ class PodManager:
                 "sandbox": sandbox_id, "pod": record.display_name, "error": str(e)}})
             await asyncio.shield(self._undo(sandbox_id))
             raise
-        record = self.store.update_details(sandbox_id, building=False, phases_ms=phases.ms)
-        record = self.store.set_state(sandbox_id, SANDBOX_READY)
+        self.store.update(sandbox_id, SANDBOX_READY, building=False, phases_ms=phases.ms)
+        crash_point("pod.run.ready")
+        record = self.store.get(sandbox_id)
         self._event("created", sandbox_id)
         self._event("started", sandbox_id)
         if self.on_phases is not None:
@@ -169,9 +187,10 @@ class PodManager:
         changes: dict[str, Any] = {"ipc_ns": ipc, "uts_ns": uts}
         if not req.host_ipc:
             shm = os.path.join(pod_dir, "shm")
+            self.store.update_details(sandbox_id, shm=shm, **changes)
             await asyncio.to_thread(_mount_shm, shm)
-            changes["shm"] = shm
-        self.store.update_details(sandbox_id, **changes)
+        else:
+            self.store.update_details(sandbox_id, **changes)
 
     async def _network_up(self, sandbox_id: str) -> None:
         record = self.store.get(sandbox_id)
@@ -183,6 +202,7 @@ class PodManager:
                                        capabilities=_capabilities(record))
         except CniError as e:
             raise errors.Unavailable(f"setting up the pod network ({network.name}): {e}") from None
+        crash_point("pod.run.network")
         ips = [ip.address.split("/")[0] for ip in result.ips]
         self.store.update_details(sandbox_id, ips=ips, network=network.name)
         if ips:
@@ -190,38 +210,53 @@ class PodManager:
                                     record.details["hostname"])
 
     async def _start_infra(self, sandbox_id: str) -> None:
+        # The runner records the infra id in the sandbox before it makes anything.
         infra_id, pid = await self.infra.start_infra(self.store.get(sandbox_id))
+        crash_point("pod.run.infra")
         self.store.update_details(sandbox_id, infra_id=infra_id, infra_pid=pid,
                                   pid_ns=f"/proc/{pid}/ns/pid")
 
     # ---- stop and remove ------------------------------------------------------------
 
     async def stop(self, sandbox_id: str, stop_containers: Callable[[str], Awaitable[None]]) -> None:
-        """Idempotent: containers stopped, infra stopped, network torn down, shm unmounted."""
+        """Idempotent: containers stopped, infra stopped, network torn down, shm unmounted.
+        The sandbox is NOTREADY from the first step on; `torn_down` says all steps were done."""
         async with self.lock(sandbox_id):
             record = self.store.get(sandbox_id)
+            self.store.update(sandbox_id, SANDBOX_NOTREADY, torn_down=False)
+            crash_point("pod.stop.marked")
             await stop_containers(sandbox_id)
-            if record.details.get("infra_id"):
-                await self.infra.stop_infra(record)
-            await self._teardown(record)
-            self.store.set_state(sandbox_id, SANDBOX_NOTREADY)
+            crash_point("pod.stop.containers")
+            await self._teardown(self.store.get(sandbox_id))
+            crash_point("pod.stop.network")
+            self.store.update_details(sandbox_id, torn_down=True)
             if record.state == SANDBOX_READY:
                 self._event("stopped", sandbox_id)
 
     async def _teardown(self, record: SandboxRecord) -> None:
+        """Infra, network, namespaces and shm: every step is tried; the first failure is
+        raised after the others ran, and what failed stays recorded for the next try."""
         details = record.details
+        steps: list[Callable[[], Awaitable[None]]] = []
+        if details.get("infra_id"):
+            steps.append(lambda: self.infra.stop_infra(self.store.get(record.id)))
         if details.get("cni_added"):
-            try:
-                await self.network().delete(record.id, details.get("netns") if details.get("netns") and
-                                            namespaces.netns_exists(details["netns"]) else None,
-                                            args=details["pod_args"], capabilities=_capabilities(record))
-            except CniError as e:
-                raise errors.Unavailable(f"tearing down the pod network: {e}") from None
-            self.store.update_details(record.id, cni_added=False)
+            steps.append(lambda: self._network_down(self.store.get(record.id)))
         if details.get("netns"):
-            await namespaces.remove_ns_file(details["netns"])
+            steps.append(lambda: namespaces.remove_ns_file(details["netns"]))
         if details.get("shm"):
-            await asyncio.to_thread(mounts.unmount, details["shm"], True)
+            steps.append(lambda: asyncio.to_thread(mounts.unmount, details["shm"], True))
+        await _all_of(steps, record.id)
+
+    async def _network_down(self, record: SandboxRecord) -> None:
+        details = record.details
+        netns = details.get("netns")
+        try:
+            await self.network().delete(record.id, netns if netns and namespaces.netns_exists(netns) else None,
+                                        args=details["pod_args"], capabilities=_capabilities(record))
+        except CniError as e:
+            raise errors.Unavailable(f"tearing down the pod network: {e}") from None
+        self.store.update_details(record.id, cni_added=False)
 
     async def remove(self, sandbox_id: str, stop_containers: Callable[[str], Awaitable[None]],
                      remove_containers: Callable[[str], Awaitable[None]]) -> None:
@@ -229,65 +264,134 @@ class PodManager:
         record = self.store.find(sandbox_id)
         if record is None:
             return
+        self.store.update_details(record.id, removing=True)
+        crash_point("pod.remove.marked")
         await self.stop(record.id, stop_containers)
         async with self.lock(record.id):
             await remove_containers(record.id)
-            record = self.store.get(record.id)
-            if record.details.get("infra_id"):
-                await self.infra.remove_infra(record)
-            await self._remove_files(record)
+            crash_point("pod.remove.containers")
+            await self._remove_rest(self.store.get(record.id))
+            crash_point("pod.remove.files")
             self.store.delete(record.id)
         self._event("deleted", record.id)
         self._locks.pop(record.id, None)
 
-    async def _remove_files(self, record: SandboxRecord) -> None:
-        for key in ("ipc_ns", "uts_ns"):
-            if record.details.get(key):
-                await namespaces.remove_ns_file(record.details[key])
+    async def _remove_rest(self, record: SandboxRecord) -> None:
+        """The infra container, the namespace files and the pod directory."""
+        steps: list[Callable[[], Awaitable[None]]] = []
+        if record.details.get("infra_id"):
+            steps.append(lambda: self.infra.remove_infra(self.store.get(record.id)))
+        steps += [lambda: namespaces.remove_ns_file(path)
+                  for path in (record.details.get("ipc_ns"), record.details.get("uts_ns")) if path]
         pod_dir = record.details.get("pod_dir") or self.pod_dir(record.id)
-        await asyncio.to_thread(_remove_pod_dir, pod_dir)
+        steps.append(lambda: asyncio.to_thread(_remove_pod_dir, pod_dir))
+        await _all_of(steps, record.id)
 
     async def _undo(self, sandbox_id: str) -> None:
-        """Every step is tried even when an earlier one fails, so that one stuck part does
-        not leave the others behind; the record stays until all succeeded (recover() at
-        the next start tries again)."""
+        """Undo a sandbox that failed (or a crash left) half-built. When a step cannot be
+        undone the record stays, visible as NOTREADY with what failed, so that Stop,
+        Remove and the next start try again; nothing of it is hidden."""
         if self.store.find(sandbox_id) is None:
             return
-        steps: list[Callable[[], Awaitable[None]]] = [
-            lambda: self.infra.stop_infra(self.store.get(sandbox_id)),
-            lambda: self.infra.remove_infra(self.store.get(sandbox_id)),
-            lambda: self._teardown(self.store.get(sandbox_id)),
-            lambda: self._remove_files(self.store.get(sandbox_id)),
-        ]
-        failed = False
-        for step in steps:
-            try:
-                await step()
-            except Exception:  # noqa: BLE001 - logged; the other steps still run
-                failed = True
-                log.exception("undoing a failed pod sandbox left something behind",
-                              extra={"fields": {"sandbox": sandbox_id}})
-        if not failed:
-            self.store.delete(sandbox_id)
+        try:
+            await _all_of([lambda: self._teardown(self.store.get(sandbox_id)),
+                           lambda: self._remove_rest(self.store.get(sandbox_id))], sandbox_id)
+        except Exception as e:  # noqa: BLE001 - kept in the record, logged by _all_of
+            self.store.update(sandbox_id, SANDBOX_NOTREADY, building=False, torn_down=False,
+                              undo_failed=errors.shown(str(e), 512))
+            return
+        self.store.delete(sandbox_id)
 
-    async def recover(self) -> None:
-        """At start: sandboxes a crash left half-built are undone."""
+    async def recover(self, stop_containers: Callable[[str], Awaitable[None]],
+                      remove_containers: Callable[[str], Awaitable[None]]) -> None:
+        """At start, after the containers were recovered: sandboxes a crash left half-built
+        are undone, half-removed ones removed and half-stopped ones stopped."""
         for record in self.store.list():
-            if record.details.get("building"):
-                log.info("removing a pod sandbox a crash left half-built",
-                         extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
-                await self._undo(record.id)
+            try:
+                if record.details.get("building"):
+                    log.info("undoing a pod sandbox a crash left half-built",
+                             extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
+                    await self._undo(record.id)
+                elif record.details.get("removing"):
+                    log.info("removing a pod sandbox whose removal a crash interrupted",
+                             extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
+                    await self.remove(record.id, stop_containers, remove_containers)
+                elif record.state == SANDBOX_NOTREADY and not record.details.get("torn_down"):
+                    log.info("stopping a pod sandbox whose stop did not finish",
+                             extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
+                    await self.stop(record.id, stop_containers)
+            except Exception:  # noqa: BLE001 - one stuck pod must not keep the daemon down
+                log.exception("recovering a pod sandbox failed; Stop or Remove will try again",
+                              extra={"fields": {"sandbox": record.id}})
 
 
-def _validate(req: PodRequest) -> None:
+async def _all_of(steps: list[Callable[[], Awaitable[None]]], sandbox_id: str) -> None:
+    """Run every step, in order, even when one fails; then raise the first failure."""
+    first: Exception | None = None
+    for step in steps:
+        try:
+            await step()
+        except Exception as e:  # noqa: BLE001 - logged; the other steps still run
+            log.warning("a step of tearing down a pod sandbox failed", exc_info=True,
+                        extra={"fields": {"sandbox": sandbox_id, "error": str(e)}})
+            first = first or e
+    if first is not None:
+        raise first
+
+
+def _text_field(field_name: str, value: str, limit: int, forbidden: str = "") -> None:
+    if len(value.encode()) > limit:
+        raise errors.InvalidArgument(f"{field_name} is {len(value.encode())} bytes long; at most {limit}")
+    bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7f or c in forbidden), None)
+    if bad is not None:
+        raise errors.InvalidArgument(f"{field_name} must not contain {bad!r}")
+
+
+def validate(req: PodRequest, cgroup_driver: str) -> None:
+    """Everything that can be checked before anything is made, with the field it names."""
     for field_name in ("name", "namespace", "uid"):
-        if not getattr(req, field_name):
+        value = getattr(req, field_name)
+        if not value:
             raise errors.InvalidArgument(f"config.metadata.{field_name} is empty")
-    for pm in req.port_mappings:
+        # ';' and '=' cannot be carried in CNI_ARGS; '/' would make a path of a name.
+        _text_field(f"config.metadata.{field_name}", value, METADATA_MAX, ";=/")
+    if req.attempt < 0:
+        raise errors.InvalidArgument(f"config.metadata.attempt {req.attempt} is negative")
+    if req.hostname:
+        _text_field("config.hostname", req.hostname, HOSTNAME_MAX, " ")
+        if not req.host_network and not namespaces.valid_hostname(req.hostname):
+            raise errors.InvalidArgument(f"config.hostname {errors.shown(req.hostname)}: 1-64 letters, "
+                                         "digits, '.' or '-', starting with a letter or digit")
+    if req.log_directory and not os.path.isabs(req.log_directory):
+        raise errors.InvalidArgument(f"config.log_directory {errors.shown(req.log_directory)} is not absolute")
+    for i, server in enumerate(req.dns_servers):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise errors.InvalidArgument(
+                f"config.dns_config.servers[{i}] {errors.shown(server)} is not an IP address") from None
+    for kind, values in (("searches", req.dns_searches), ("options", req.dns_options)):
+        for i, value in enumerate(values):  # a line break would add lines to resolv.conf
+            _text_field(f"config.dns_config.{kind}[{i}]", value, METADATA_MAX, " ")
+    for i, pm in enumerate(req.port_mappings):
         if not 0 <= pm.host_port <= 65535 or not 0 < pm.container_port <= 65535:
             raise errors.InvalidArgument(
-                f"config.port_mappings: host port {pm.host_port} / container port {pm.container_port} "
+                f"config.port_mappings[{i}]: host port {pm.host_port} / container port {pm.container_port} "
                 "out of range")
+        if pm.host_ip:
+            try:
+                ipaddress.ip_address(pm.host_ip)
+            except ValueError:
+                raise errors.InvalidArgument(
+                    f"config.port_mappings[{i}].host_ip {errors.shown(pm.host_ip)} is not an IP address") from None
+    for name, labels in (("config.labels", req.labels), ("config.annotations", req.annotations)):
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in labels.items())
+        if size > LABELS_MAX:
+            raise errors.InvalidArgument(f"{name} hold {size} bytes; at most {LABELS_MAX}")
+    try:
+        cgroups.cgroups_path(cgroup_driver, req.cgroup_parent, "0")
+    except ValueError as e:
+        raise errors.InvalidArgument(f"config.linux.cgroup_parent: {e}") from None
 
 
 def _hostname(req: PodRequest) -> str:
@@ -306,7 +410,7 @@ def _capabilities(record: SandboxRecord) -> dict[str, Any]:
     return {"portMappings": mappings} if mappings else {}
 
 
-def _write_pod_files(pod_dir: str, req: PodRequest, hostname: str) -> None:
+def _write_pod_files(pod_dir: str, req: PodRequest, hostname: str, log_directory: str) -> None:
     os.makedirs(pod_dir, mode=0o711, exist_ok=True)
     _write(os.path.join(pod_dir, "hostname"), hostname + "\n")
     _write(os.path.join(pod_dir, "hosts"),
@@ -324,8 +428,8 @@ def _write_pod_files(pod_dir: str, req: PodRequest, hostname: str) -> None:
             shutil.copyfile("/etc/resolv.conf", os.path.join(pod_dir, "resolv.conf"))
         except FileNotFoundError:
             _write(os.path.join(pod_dir, "resolv.conf"), "")
-    if req.log_directory:
-        os.makedirs(req.log_directory, mode=0o755, exist_ok=True)
+    if log_directory:
+        os.makedirs(log_directory, mode=0o755, exist_ok=True)
 
 
 def _add_hosts_entry(pod_dir: str, ip: str, hostname: str) -> None:

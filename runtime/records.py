@@ -174,6 +174,13 @@ class SandboxStore(_Store):
         self._replace(rec)
         return rec
 
+    def update(self, ident: str, state: str, **changes: Any) -> SandboxRecord:
+        """The state and details at once, in one transaction (no crash can split them)."""
+        rec = self.get(ident)
+        rec = dataclasses.replace(rec, state=state, details={**rec.details, **changes})
+        self._replace(rec)
+        return rec
+
 
 class ContainerStore(_Store):
     table, kind = "containers", "container"
@@ -210,3 +217,4 @@ class ContainerStore(_Store):
 
 def now_ns() -> int:
     return time.time_ns()
+

@@ -33,12 +33,18 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.socket = ""
 
-    def start(self, timeout: float = 20) -> "DaemonProcess":
+    def start(self, timeout: float = 20, crash_at: str = "") -> "DaemonProcess":
+        """`crash_at` arms a crash point (runtime/crashpoints.py): the daemon SIGKILLs
+        itself when a request first passes it."""
         from criservice.config import load
+        from runtime.crashpoints import ENV
         self.socket = load(self.config).api.socket
+        env = {k: v for k, v in os.environ.items() if k != ENV}
+        if crash_at:
+            env[ENV] = crash_at
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([CRISERVICE, "--config", str(self.config), "serve"],
-                                         stdout=log, stderr=subprocess.STDOUT)
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -59,6 +65,12 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
+
+    def wait_crashed(self, timeout: float = 30) -> None:
+        """The daemon died by SIGKILL, as an armed crash point makes it."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        assert code == -signal.SIGKILL, f"criservice exited {code}, not by its crash point"
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

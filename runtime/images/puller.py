@@ -28,6 +28,7 @@ from runtime.images import registry
 from runtime.images.reference import Reference
 from runtime.images.store import ImageRecord, ImageStore, LayerRecord, chain_ids
 from runtime.images.unpack import UnpackError, UnpackLimits, UnpackResult, detect_compression, unpack_layer
+from runtime.crashpoints import crash_point
 from runtime.tasks import together
 
 log = logging.getLogger("criservice.images")
@@ -139,6 +140,7 @@ class Puller:
                 config_media_type=image.config.media_type, manifest=image.manifest,
                 manifest_digest=image.manifest_digest, manifest_media_type=_media_type(image.manifest),
                 size=size, layer_ids=layer_ids, names=_names(ref, image))
+            crash_point("image.pull.committed")
         finally:
             self.store.release(chains)
         record = self.store.get(image.config.digest)
@@ -170,6 +172,7 @@ class Puller:
                         f"layer {desc.digest} of {image.reference}: uncompressed content has digest "
                         f"{result.diff_id}, the image config says {diff_id}")
                 layer = await asyncio.to_thread(self.store.commit_layer, staging, chain_id, diff_id, result.size)
+                crash_point("image.pull.layer")
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
                 raise
