@@ -19,7 +19,7 @@ import stat
 from runtime import errors
 
 NAME_MAX = 255
-LOG_MODE = 0o640
+LOG_MODE = 0o600            # what conmon itself gives a log file it makes
 
 
 def join(log_directory: str, log_path: str) -> str:

@@ -14,6 +14,7 @@ whatever a crash interrupted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -281,7 +282,7 @@ class PodManager:
         steps: list[Callable[[], Awaitable[None]]] = []
         if record.details.get("infra_id"):
             steps.append(lambda: self.infra.remove_infra(self.store.get(record.id)))
-        steps += [lambda: namespaces.remove_ns_file(path)
+        steps += [functools.partial(namespaces.remove_ns_file, path)
                   for path in (record.details.get("ipc_ns"), record.details.get("uts_ns")) if path]
         pod_dir = record.details.get("pod_dir") or self.pod_dir(record.id)
         steps.append(lambda: asyncio.to_thread(_remove_pod_dir, pod_dir))

@@ -163,11 +163,6 @@ class SandboxStore(_Store):
     def get(self, ident: str) -> SandboxRecord:
         return super().get(ident)  # type: ignore[no-any-return]
 
-    def set_state(self, ident: str, state: str) -> SandboxRecord:
-        rec = dataclasses.replace(self.get(ident), state=state)
-        self._replace(rec)
-        return rec
-
     def update_details(self, ident: str, **changes: Any) -> SandboxRecord:
         rec = self.get(ident)
         rec = dataclasses.replace(rec, details={**rec.details, **changes})

@@ -202,3 +202,15 @@ def test_container_logs_stay_inside_the_pod_log_directory(node: Node) -> None:
 def test_the_daemon_works_in_the_root_directory(node: Node) -> None:
     assert node.daemon.proc is not None
     assert os.readlink(f"/proc/{node.daemon.proc.pid}/cwd") == "/"
+
+
+def test_a_host_network_pod_goes_whole(node: Node) -> None:
+    """It has an IPC namespace and no UTS one of its own: Remove must undo just those."""
+    before = host_view(node.base)
+    cfg = pod_config("hostnet")
+    cfg.linux.security_context.namespace_options.network = pb.NamespaceMode.NODE
+    pod = node.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+    node.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    node.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    assert not node.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+    assert host_view(node.base) == before

@@ -65,7 +65,7 @@ async def test_lists_show_every_change_of_a_record(channel: grpc.aio.Channel, da
         pb.CONTAINER_RUNNING]
 
     pods.update_details("a" * 64, ips=["10.0.0.9"])
-    pods.set_state("a" * 64, "notready")
+    pods.update("a" * 64, "notready")
     listed = (await rt.ListPodSandbox(pb.ListPodSandboxRequest())).items
     assert [(p.id, p.state, dict(p.labels)) for p in listed] == [("a" * 64, pb.SANDBOX_NOTREADY, {"app": "web"})]
 

@@ -27,6 +27,7 @@ def test_prepare_makes_the_directories_and_the_file(tmp_path: Path) -> None:
     path = logpaths.join(str(logdir), "web/0.log")
     logpaths.prepare(str(logdir), path)
     assert Path(path).is_file() and Path(path).stat().st_size == 0
+    assert Path(path).stat().st_mode & 0o777 == 0o600   # as conmon makes it: logs can hold secrets
     Path(path).write_text("kept\n")
     logpaths.prepare(str(logdir), path)   # an existing file is kept as it is (a restart appends)
     assert Path(path).read_text() == "kept\n"

@@ -51,7 +51,7 @@ def test_lookup_errors(tmp_path: Path) -> None:
         sandboxes.get("ab")
     with pytest.raises(errors.InvalidArgument, match="empty"):
         sandboxes.get("")
-    assert sandboxes.set_state("ab1", SANDBOX_NOTREADY).state == SANDBOX_NOTREADY
+    assert sandboxes.update("ab1", SANDBOX_NOTREADY).state == SANDBOX_NOTREADY
 
 
 def test_container_transitions_are_checked(tmp_path: Path) -> None:
