@@ -252,9 +252,12 @@ class PodManager:
     async def _network_down(self, record: SandboxRecord) -> None:
         details = record.details
         netns = details.get("netns")
+        # A record from before metadata was checked up front may hold values CNI_ARGS cannot
+        # carry; DEL finds the attachment by id and interface, so those are left out.
+        args = {k: v for k, v in details["pod_args"].items() if not any(c in v for c in ";=\0")}
         try:
             await self.network().delete(record.id, netns if netns and namespaces.netns_exists(netns) else None,
-                                        args=details["pod_args"], capabilities=_capabilities(record))
+                                        args=args, capabilities=_capabilities(record))
         except CniError as e:
             raise errors.Unavailable(f"tearing down the pod network: {e}") from None
         self.store.update_details(record.id, cni_added=False)
