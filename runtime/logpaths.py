@@ -18,7 +18,8 @@ import stat
 
 from runtime import errors
 
-NAME_MAX = 255
+NAME_MAX = 255      # bytes in one path component
+PATH_MAX = 4096     # bytes in a path, with its NUL
 LOG_MODE = 0o600            # what conmon itself gives a log file it makes
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from runtime import cgroups, errors, mounts, namespaces
 from runtime.cni import CniError, CniNetwork
 from runtime.crashpoints import crash_point
+from runtime.logpaths import NAME_MAX, PATH_MAX
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
 from runtime.tasks import together
 
@@ -366,8 +367,13 @@ def validate(req: PodRequest, cgroup_driver: str) -> None:
         if not req.host_network and not namespaces.valid_hostname(req.hostname):
             raise errors.InvalidArgument(f"config.hostname {errors.shown(req.hostname)}: 1-64 letters, "
                                          "digits, '.' or '-', starting with a letter or digit")
-    if req.log_directory and not os.path.isabs(req.log_directory):
-        raise errors.InvalidArgument(f"config.log_directory {errors.shown(req.log_directory)} is not absolute")
+    if req.log_directory:
+        if not os.path.isabs(req.log_directory):
+            raise errors.InvalidArgument(f"config.log_directory {errors.shown(req.log_directory)} is not absolute")
+        too_long = next((p for p in req.log_directory.split("/") if len(p.encode()) > NAME_MAX), None)
+        if too_long is not None or len(req.log_directory.encode()) >= PATH_MAX:
+            raise errors.InvalidArgument(f"config.log_directory {errors.shown(req.log_directory)}: a component "
+                                         f"is over {NAME_MAX} bytes or the path over {PATH_MAX - 1}")
     for i, server in enumerate(req.dns_servers):
         try:
             ipaddress.ip_address(server)

@@ -383,9 +383,22 @@ def _find_ssl_verify_error(exc: BaseException) -> ssl.SSLCertVerificationError |
     return next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
 
 
+# What each kind of httpx transport error means, in words: a client reads these, and a
+# library's class name is no message.
+_TRANSPORT_ERRORS: tuple[tuple[type[httpx.TransportError], str], ...] = (
+    (httpx.ConnectTimeout, "connecting timed out"), (httpx.ConnectError, "cannot connect"),
+    (httpx.ReadTimeout, "reading timed out"), (httpx.WriteTimeout, "writing timed out"),
+    (httpx.PoolTimeout, "no connection free in time"), (httpx.ReadError, "reading failed"),
+    (httpx.WriteError, "writing failed"), (httpx.RemoteProtocolError, "the registry broke the HTTP protocol"),
+    (httpx.ProxyError, "the proxy refused"), (httpx.UnsupportedProtocol, "unsupported protocol"),
+)
+
+
 def _describe_transport_error(exc: BaseException) -> str:
-    """`ConnectError: All connection attempts failed (Connection refused)`: httpx's words plus the OS's."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """`cannot connect: All connection attempts failed (Connection refused)`: what failed,
+    httpx's words and the OS's."""
+    kind = next((words for cls, words in _TRANSPORT_ERRORS if isinstance(exc, cls)), "transport failure")
+    text = f"{kind}: {exc}" if str(exc) else kind
     errnos = [c.errno for c in _causes(exc) if isinstance(c, OSError) and c.errno]
     if errnos:
         text += f" ({os.strerror(errnos[-1])})"

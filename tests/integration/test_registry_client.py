@@ -406,7 +406,7 @@ async def test_when_everything_fails_the_upstream_answer_wins(plain: Registry, c
     assert message.startswith(f"image {plain.host}/test/absent:v1 not found: registry {plain.host} "
                               "answered HTTP 404")
     assert (f"also tried: mirror 127.0.0.1:{down_port}: GET /v2/test/absent/manifests/v1: "
-            "ConnectError: All connection attempts failed (Connection refused)") in message
+            "cannot connect: All connection attempts failed (Connection refused)") in message
 
 
 # TLS and Basic auth -----------------------------------------------------------------

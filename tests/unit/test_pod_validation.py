@@ -69,3 +69,8 @@ def test_labels_and_annotations_are_bounded() -> None:
 
 def test_negative_attempt() -> None:
     assert "config.metadata.attempt" in refused(attempt=-1)
+
+
+def test_log_directory_paths_the_kernel_would_refuse() -> None:
+    assert "config.log_directory" in refused(log_directory="/var/log/pods/" + "x" * 256)
+    assert "config.log_directory" in refused(log_directory="/var" + "/x" * 2100)
