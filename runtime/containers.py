@@ -33,9 +33,9 @@ from runtime.oci.specinput import ContainerInput, ImageInput, ResourcesInput, Sa
 from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, SANDBOX_READY,
                              ContainerRecord, ContainerStore, SandboxRecord, SandboxStore, now_ns)
 from runtime.snapshots import Snapshots
+from runtime.tasks import every
 
 log = logging.getLogger("criservice.containers")
-
 
 
 def image_input(image: ImageRecord, rootfs: str, name: str) -> ImageInput:
@@ -216,14 +216,7 @@ class ContainerManager:
         steps.append(lambda: self._remove_snapshots(self.store.get(record.id)))
         if record.details.get("cgroups_path"):
             steps.append(lambda: asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"]))
-        first: Exception | None = None
-        for step in steps:
-            try:
-                await step()
-            except Exception as e:  # noqa: BLE001 - the other steps still run
-                first = first or e
-        if first is not None:
-            raise first
+        await every(steps)
 
     # ---- start, stop, exits ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from runtime.cni import CniError, CniNetwork
 from runtime.crashpoints import crash_point
 from runtime.logpaths import NAME_MAX, PATH_MAX
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
-from runtime.tasks import together
+from runtime.tasks import every, together
 
 log = logging.getLogger("criservice.pods")
 
@@ -299,9 +299,9 @@ class PodManager:
         if self.store.find(sandbox_id) is None:
             return
         try:
-            await _all_of([lambda: self._teardown(self.store.get(sandbox_id)),
-                           lambda: self._remove_rest(self.store.get(sandbox_id))], sandbox_id)
-        except Exception as e:  # noqa: BLE001 - kept in the record, logged by _all_of
+            await every([lambda: self._teardown(self.store.get(sandbox_id)),
+                         lambda: self._remove_rest(self.store.get(sandbox_id))])
+        except Exception as e:  # noqa: BLE001 - kept in the record; each step logged its own
             self.store.update(sandbox_id, SANDBOX_NOTREADY, building=False, torn_down=False,
                               undo_failed=errors.shown(str(e), 512))
             return
@@ -331,17 +331,11 @@ class PodManager:
 
 
 async def _all_of(steps: list[Callable[[], Awaitable[None]]], sandbox_id: str) -> None:
-    """Run every step, in order, even when one fails; then raise the first failure."""
-    first: Exception | None = None
-    for step in steps:
-        try:
-            await step()
-        except Exception as e:  # noqa: BLE001 - logged; the other steps still run
-            log.warning("a step of tearing down a pod sandbox failed", exc_info=True,
-                        extra={"fields": {"sandbox": sandbox_id, "error": str(e)}})
-            first = first or e
-    if first is not None:
-        raise first
+    """Every step of a pod teardown, each failure logged with the pod; the first raised."""
+    def logged(e: Exception) -> None:
+        log.warning("a step of tearing down a pod sandbox failed", exc_info=e,
+                    extra={"fields": {"sandbox": sandbox_id, "error": str(e)}})
+    await every(steps, logged)
 
 
 def _text_field(field_name: str, value: str, limit: int, forbidden: str = "") -> None:
