@@ -4,6 +4,7 @@
 #   - a venv at .venv with criservice installed editable (with dev extras)
 #   - crictl, critest (cri-tools) and the ginkgo CLI built from the Go module proxy into .tools/bin
 #   - the kubelet (hack/install-kubelet.sh), likewise
+#   - the rest of Kubernetes and etcd for hack/local-cluster.sh (hack/install-k8s.sh)
 # Nothing is downloaded from anywhere but Debian's mirrors, PyPI and the Go proxy.
 set -euo pipefail
 
@@ -18,6 +19,8 @@ PACKAGES=(
     # what hack/build-test-images.sh takes binaries from (see shared test-images notes)
     nginx-light apache2-bin gcc libc6-dev
     curl jq bc tmux python3-venv
+    # kube-proxy clears conntrack entries of UDP services with it (hack/local-cluster.sh)
+    conntrack
     # observability tests (a real Prometheus scrapes the daemon) and CheckpointContainer
     prometheus criu
 )
@@ -64,4 +67,5 @@ if [[ ! -x $BIN/crictl || ! -x $BIN/ginkgo || "$(cat "$BIN/.cri-tools-version" 2
 fi
 # The kubelet for hack/kubelet-e2e.sh, built from the Go module proxy (cached by version).
 "$ROOT/hack/install-kubelet.sh"
+"$ROOT/hack/install-k8s.sh"
 echo "install-deps: ok (venv $ROOT/.venv, tools $BIN)"

@@ -4,7 +4,8 @@
 #   2. unit tests (no root, seconds)
 #   3. brings up hack/e2e-env.sh and runs the integration and end-to-end tests
 #      (real runc, conmon, CNI, registry; crictl and critest as clients), then a
-#      real kubelet's (hack/kubelet-e2e.sh)
+#      real kubelet's (hack/kubelet-e2e.sh) and a one-node cluster's through kubectl
+#      (hack/cluster-e2e.sh)
 #   4. tears the environment down, and exits non-zero if anything failed.
 # Extra arguments go to every pytest run (e.g. -x, -k NAME).
 set -euo pipefail
@@ -26,12 +27,17 @@ source <("$ROOT/hack/e2e-env.sh" up)
 set +a
 # The kubelet tests run on their own below: a kubelet stops and removes pods it does
 # not know, so it must not share the runtime with the other tests.
-"${PYTEST[@]}" tests/integration tests/e2e --ignore tests/e2e/test_kubelet.py "$@" || status=1
+"${PYTEST[@]}" tests/integration tests/e2e --ignore tests/e2e/test_kubelet.py --ignore tests/e2e/test_cluster.py "$@" || status=1
 
 echo "=== a real kubelet on criservice (hack/kubelet-e2e.sh)"
 rc=0
 "$ROOT/hack/kubelet-e2e.sh" "$@" || rc=$?
 ((rc == 0 || rc == 5)) || status=1   # 5: extra arguments (-k NAME) selected none of them
+
+echo "=== a one-node cluster on criservice through kubectl (hack/cluster-e2e.sh)"
+rc=0
+"$ROOT/hack/cluster-e2e.sh" "$@" || rc=$?
+((rc == 0 || rc == 5)) || status=1
 
 if ((status)); then echo "=== FAILED"; else echo "=== all tests passed"; fi
 exit $status
