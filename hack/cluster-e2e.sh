@@ -25,6 +25,7 @@ fi
 
 start=$(date +%s)
 status=0
+had_kubelet_root=$([[ -e /var/lib/kubelet ]] && echo 1 || true)
 set -a
 # shellcheck disable=SC1090
 source <("$ROOT/hack/local-cluster.sh" up)
@@ -48,8 +49,9 @@ for cmd in iptables ip6tables; do
 done
 ip route show 10.0.0.0/24 | grep -q . && left+=("the route to the service CIDR")
 ip link show crs-node0 >/dev/null 2>&1 && left+=("bridge crs-node0")
-pods=$("$ROOT/.tools/bin/crictl" --runtime-endpoint "$CONTAINER_RUNTIME_ENDPOINT" pods -q \
-       --label io.kubernetes.pod.uid 2>/dev/null || true)
+[[ -z $had_kubelet_root && -e /var/lib/kubelet ]] && left+=("/var/lib/kubelet")
+pods=$("$ROOT/.tools/bin/crictl" --runtime-endpoint "$CONTAINER_RUNTIME_ENDPOINT" pods -o json \
+       | jq -r '.items[] | select(.labels["io.kubernetes.pod.uid"]) | .id')
 [[ -n $pods ]] && left+=("pod sandboxes: $pods")
 for p in etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet; do
     pgrep -f "$ROOT/.tools/bin/$p " >/dev/null && left+=("process $p")

@@ -132,6 +132,8 @@ up() {
         log "already up"; print_env; return
     fi
     mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/etcd"
+    # The kubelet puts its device-plugin socket in /var/lib/kubelet whatever its root dir.
+    [[ -e /var/lib/kubelet || -e $DIR/made-var-lib-kubelet ]] || touch "$DIR/made-var-lib-kubelet"
     if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
         ip link add "$NODE_BRIDGE" type bridge
         ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE"
@@ -242,7 +244,8 @@ down() {
     # Every pod the kubelet made goes through the runtime (it labels them with the pod UID).
     if [[ -n $endpoint ]]; then
         local crictl=("$BIN/crictl" --runtime-endpoint "$endpoint" --timeout 60s)
-        for id in $("${crictl[@]}" pods -q --label io.kubernetes.pod.uid 2>/dev/null || true); do
+        for id in $("${crictl[@]}" pods -o json 2>/dev/null \
+                    | jq -r '.items[] | select(.labels["io.kubernetes.pod.uid"]) | .id'); do
             "${crictl[@]}" rmp -f "$id" >/dev/null || log "could not remove pod sandbox $id"
         done
     fi
@@ -266,6 +269,9 @@ down() {
         find /var/log/containers -maxdepth 1 -type l -lname "$DIR/pod-logs/*" -delete
     fi
     ip link delete "$NODE_BRIDGE" 2>/dev/null || true
+    if [[ -e $DIR/made-var-lib-kubelet ]]; then
+        rm -rf --one-file-system /var/lib/kubelet
+    fi
     if [[ -e $DIR/owns-e2e-env ]]; then
         "$ROOT/hack/e2e-env.sh" down >/dev/null
     fi

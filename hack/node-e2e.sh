@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Kubernetes' node conformance suite (test/e2e_node, [NodeConformance]) on criservice.
+#   hack/node-e2e.sh                the CI focus (every area of the suite, bounded)
+#   hack/node-e2e.sh --full         all [NodeConformance] specs but [Flaky], [Slow], [Serial]
+#   hack/node-e2e.sh --focus REGEX  a focus of your own (still within [NodeConformance])
+# e2e_node.test v1.37.2 (hack/install-k8s.sh) starts etcd and kube-apiserver in its
+# own process and the kubelet next to its binary (.tools/bin/kubelet), pointed at a
+# criservice of its own: a second hack/e2e-env.sh environment (own state, socket,
+# bridge cri-node0 and 10.89.0.0/16) brought up and taken down here, sharing the local
+# registry (the images come from hack/build-test-images.sh, so nothing is prepulled
+# from elsewhere). NODE_E2E_RUNTIME_ENDPOINT names another runtime instead; its
+# kubelet must then be the only client making pods there.
+# Reports (JUnit, JSON, the suite's log, a table per area) go to $NODE_E2E_REPORT_DIR
+# (default _out/node-e2e).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/.tools/bin
+REPORT=${NODE_E2E_REPORT_DIR:-$ROOT/_out/node-e2e}
+WORK=${NODE_E2E_DIR:-/var/tmp/criservice-node-e2e}
+NODES=${NODE_E2E_PARALLEL:-2}
+SKIP='\[Flaky\]|\[Slow\]|\[Serial\]'
+# The CI focus: specs from every area of the suite that together finish in minutes here.
+CI_AREAS='Container Runtime|Pods should|Container Lifecycle Hook|Probing container|Variable Expansion|Downward API|Secrets|ConfigMap|EmptyDir|Security Context|Kubelet when scheduling|Sysctls|PrivilegedPod|ImageID|Mirror|Lease|ContainerLogPath|Summary API'
+conformance() {   # the specs of $1 among [NodeConformance] (Go's regexp has no lookahead)
+    echo "(($1).*\[NodeConformance\]|\[NodeConformance\].*($1))"
+}
+FOCUS=$(conformance "$CI_AREAS")
+case ${1:-} in
+    --full) FOCUS='\[NodeConformance\]' ;;
+    --focus) FOCUS=$(conformance "$2") ;;
+    "") ;;
+    *) echo "usage: $0 [--full | --focus REGEX]" >&2; exit 2 ;;
+esac
+
+"$ROOT/hack/install-kubelet.sh"
+"$ROOT/hack/install-k8s.sh"
+# The kubelet's root directory is /var/lib/kubelet whatever the flags say, and it
+# bind-mounts it onto itself: what was not there before goes afterwards.
+KUBELET_ROOT=/var/lib/kubelet
+had_kubelet_root=$([[ -e $KUBELET_ROOT ]] && echo 1 || true)
+cleanup() {
+    while read -r target; do umount -l "$target" 2>/dev/null || true
+    done < <(awk -v dir="$KUBELET_ROOT" '$5 == dir || index($5, dir "/") == 1 {print $5}' /proc/self/mountinfo | tac)
+    [[ -n $had_kubelet_root ]] || rm -rf --one-file-system "$KUBELET_ROOT"
+    if [[ -z ${NODE_E2E_RUNTIME_ENDPOINT:-} ]]; then
+        "$ROOT/hack/e2e-env.sh" down >/dev/null 2>&1 || true
+    fi
+    rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+rm -rf "$REPORT" "$WORK" && mkdir -p "$REPORT" "$WORK/bin"
+if [[ -n ${NODE_E2E_RUNTIME_ENDPOINT:-} ]]; then
+    CONTAINER_RUNTIME_ENDPOINT=$NODE_E2E_RUNTIME_ENDPOINT
+else
+    export E2E_DIR=$WORK/env E2E_BRIDGE=cri-node0 E2E_SUBNET=10.89.0.0/16 CRISERVICE_METRICS_PORT=9764
+    CONTAINER_RUNTIME_ENDPOINT=$("$ROOT/hack/e2e-env.sh" up | sed -n 's/^CONTAINER_RUNTIME_ENDPOINT=//p')
+fi
+# The suite finds the kubelet next to its own binary and writes its kubeconfig, kubelet
+# config and static pod directories there: copies of both in a directory of this run.
+cp "$BIN/e2e_node.test" "$BIN/kubelet" "$WORK/bin/"
+# When systemd-run is on PATH the suite starts the kubelet through it, even where
+# systemd is not PID 1: a PATH without it, for this run only.
+PATH_DIR=$WORK/path
+mkdir -p "$PATH_DIR"
+if [[ -d /run/systemd/system ]]; then
+    run_path=$PATH
+else
+    for f in /usr/bin/*; do
+        [[ ${f##*/} == systemd-run ]] || ln -s "$f" "$PATH_DIR/${f##*/}"
+    done
+    run_path=$PATH_DIR:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/local/go/bin
+fi
+kubelet_flags=(
+    # The suite's default SystemCgroups=/system would move every process of the machine.
+    --system-cgroups= --runtime-cgroups=
+    # Hosts like this one still mount cgroup v1 (hybrid).
+    --fail-cgroupv1=false
+)
+
+echo "node-e2e: e2e_node.test $(cat "$BIN/.k8s-version") on $CONTAINER_RUNTIME_ENDPOINT; focus $FOCUS"
+start=$(date +%s)
+status=0
+(
+    cd "$WORK"
+    PATH=$run_path "$BIN/ginkgo-k8s" --nodes="$NODES" --focus="$FOCUS" --skip="$SKIP" \
+        --timeout=2h --output-dir="$REPORT" --junit-report=junit.xml --json-report=report.json \
+        --no-color "$WORK/bin/e2e_node.test" -- \
+        --container-runtime-endpoint="$CONTAINER_RUNTIME_ENDPOINT" \
+        --image-service-endpoint="$CONTAINER_RUNTIME_ENDPOINT" \
+        --container-runtime-process-name=criservice --container-runtime-pid-file= \
+        --prepull-images=false --report-dir="$REPORT" --node-name=criservice-node-e2e \
+        --kubelet-flags="${kubelet_flags[*]}"
+) 2>&1 | tee "$REPORT/node-e2e.log" || status=$?
+"$ROOT/.venv/bin/python" "$ROOT/hack/critest_tally.py" "$REPORT/report.json" "node e2e area" --ran-only | tee "$REPORT/table.md" || status=1
+echo "node-e2e: $(( $(date +%s) - start )) s; reports in $REPORT"
+exit "$status"
