@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the images the tests pull (critest v1.37's set plus the runtime's own pause image)
-# from Debian packages, without a Docker engine, and push them to the local registry.
+# Build the images the tests pull (critest v1.37's set, the runtime's own pause image and,
+# from hack/build-node-e2e-images.sh, the node e2e suite's set) from Debian packages and
+# the Go module proxy, without a Docker engine, and push them to the local registry.
 #
 #   hack/build-test-images.sh [--push REGISTRY] [--no-push] [--rebuild]
 #
@@ -23,12 +24,16 @@
 #     tests that compare image IDs stay stable.
 #
 # Everything lives in CACHE_DIR (default /var/tmp/criservice-test-images): debs/ (the
-# downloaded .debs), oci/ (one OCI layout, one tag per image, shared blobs), work/
-# (scratch, removed on exit). Nothing is downloaded except with apt-get from Debian.
+# downloaded .debs and debs/src/ the Debian sources), apt-src/ (apt's deb-src lists for
+# those), oci/ (one OCI layout, one tag per image, shared blobs), built/ (binaries
+# compiled for the node e2e images, cached by their inputs), work/ (scratch, removed on
+# exit). Nothing is downloaded except with apt-get from Debian and with go from the Go
+# module proxy.
 # Needs root (umoci unpack keeps ownership; the nnp binary is setuid root).
 set -euo pipefail
 
 CACHE_DIR=${CACHE_DIR:-/var/tmp/criservice-test-images}
+HACK_DIR=$(cd "$(dirname "$0")" && pwd)
 EPOCH=${SOURCE_DATE_EPOCH:-1704067200} # 2024-01-01T00:00:00Z, any fixed value works
 REGISTRY=127.0.0.1:5000
 PUSH=1
@@ -121,7 +126,10 @@ install_file() {
     local rootfs=$1 src=$2 dest=${3:-$2}
     [[ $src == "$WORK"/* ]] || readlink -f "$src" >>"$HOST_FILES"
     mkdir -p "$rootfs$(dirname "$dest")"
-    # Plain copy of the bytes and mode: no xattrs, owner root (we run as root).
+    # Plain copy of the bytes and mode: no xattrs, owner root (we run as root). A new
+    # file, never written through an existing one: /bin/nc, /bin/ip, ... are hard links
+    # to busybox, which writing through them would overwrite.
+    rm -f "$rootfs$dest"
     cp -L --preserve=mode "$src" "$rootfs$dest"
 }
 
@@ -239,6 +247,7 @@ end_image() {
 # What goes into each image
 
 BUSYBOX_DIR=$WORK/busybox-deb
+BUSYBOX_BIN=$BUSYBOX_DIR/bin/busybox # populate_busybox's busybox (callers may rebind it)
 SRC=$WORK/src
 
 populate_busybox() {
@@ -248,9 +257,9 @@ populate_busybox() {
     install -d -m 1777 "$r/tmp"
 
     # Dynamic busybox with exactly the libraries ldd lists, plus the loader.
-    install_with_libs "$r" "$BUSYBOX_DIR/bin/busybox" /bin/busybox
+    install_with_libs "$r" "$BUSYBOX_BIN" /bin/busybox
     chmod 0755 "$r/bin/busybox"
-    applets=$("$BUSYBOX_DIR/bin/busybox" --list)
+    applets=$("$BUSYBOX_BIN" --list)
     for applet in $applets; do
         [[ $applet != busybox ]] || continue
         ln -f "$r/bin/busybox" "$r/bin/$applet"
@@ -324,15 +333,17 @@ EOF
 }
 
 
-populate_predefined_group() {
-    local r=$1
-    # What busybox `adduser -u 1000 -D default-user; addgroup -g 50000 group-defined-in-image;
-    # addgroup default-user group-defined-in-image` writes in the upstream image.
-    echo 'default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh' >>"$r/etc/passwd"
-    printf '%s\n' 'default-user:x:1000:' 'group-defined-in-image:x:50000:default-user' >>"$r/etc/group"
-    echo 'default-user:!::0:99999:7:::' >>"$r/etc/shadow"
-    install -d -m 0755 -o 1000 -g 1000 "$r/home/default-user"
+# add_predefined_user ROOTFS USER: what busybox `adduser -u 1000 -D USER; addgroup -g 50000
+# group-defined-in-image; addgroup USER group-defined-in-image` writes in upstream images.
+add_predefined_user() {
+    local r=$1 u=$2
+    echo "$u:x:1000:1000:Linux User,,,:/home/$u:/bin/sh" >>"$r/etc/passwd"
+    printf '%s\n' "$u:x:1000:" "group-defined-in-image:x:50000:$u" >>"$r/etc/group"
+    echo "$u:!::0:99999:7:::" >>"$r/etc/shadow"
+    install -d -m 0755 -o 1000 -g 1000 "$r/home/$u"
 }
+
+populate_predefined_group() { add_predefined_user "$1" default-user; }
 
 
 nginx_common() {
@@ -502,6 +513,9 @@ TAGS=(
     test-image-user-username-group test-image-predefined-group
     hostnet-nginx pause-3.9 pause-3.10
 )
+# The node e2e suite's images: their own file, with the tags they add to the two above.
+# shellcheck source=hack/build-node-e2e-images.sh
+source "$HACK_DIR/build-node-e2e-images.sh"
 
 write_sources() {
     mkdir -p "$SRC"
@@ -591,11 +605,13 @@ EOF
 # Build
 
 BUSYBOX_DEB=$(fetch_deb busybox)
+node_e2e_prepare
 
 # What the images are made of: this script, the busybox .deb, the compiler and static
-# libc (nnp, pause), umoci and tar (they write the layers) and, in .host-files, a
-# checksum of every host file copied in. When any of it changes the layout is built again
-# from scratch: an image built from older inputs must not survive next to newer ones.
+# libc (nnp, pause), umoci and tar (they write the layers), what node_e2e_stamp names
+# and, in .host-files, a checksum of every host file (and cached binary) copied in. When
+# any of it changes the layout is built again from scratch: an image built from older
+# inputs must not survive next to newer ones.
 # .complete is removed while images are being added, so that an interrupted build (a tag
 # may exist before its layer and config do) is not mistaken for a finished one.
 inputs_stamp() {
@@ -606,6 +622,7 @@ inputs_stamp() {
     sha256sum /usr/lib/x86_64-linux-gnu/libc.a | cut -d' ' -f1
     umoci --version
     tar --version | sed -n 1p
+    node_e2e_stamp
 }
 STAMP=$(inputs_stamp)
 HOST_FILES=$WORK/host-files
@@ -634,6 +651,7 @@ if ((need_build)); then
     rm -f "$LAYOUT/.complete"
     dpkg -x "$BUSYBOX_DEB" "$BUSYBOX_DIR"
     write_sources
+    node_e2e_sources
 fi
 
 BB_CONFIG=(--config.env "$PATH_ENV" --clear config.entrypoint --clear config.cmd --config.cmd sh)
@@ -666,6 +684,7 @@ PAUSE_CONFIG=(--config.entrypoint /pause --config.user 65535:65535 --clear confi
     --clear config.cmd)
 build_file pause-3.9 "" "$SRC/pause-3.9" /pause "${PAUSE_CONFIG[@]}"
 build_file pause-3.10 "" "$SRC/pause-3.10" /pause "${PAUSE_CONFIG[@]}"
+node_e2e_build
 
 # Each config step above left an unreferenced manifest and config behind.
 umoci gc --layout "$LAYOUT"
