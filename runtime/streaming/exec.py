@@ -27,6 +27,7 @@ log = logging.getLogger("criservice.streaming")
 
 DRAIN_TIMEOUT = 1.0        # for output after the process exited (background children may hold it)
 HANGUP_GRACE = 5.0         # from SIGHUP to SIGKILL
+FIRST_SIZE_WAIT = 1.0      # for the client's terminal size before the process starts
 
 
 class ExecRuntime(Protocol):
@@ -176,6 +177,7 @@ class ExecSession:
         master, slave = os.openpty()
         try:
             try:
+                await self._first_size(master, streams)
                 proc = await self._spawn(command, stdin=slave, stdout=slave, stderr=slave)
             finally:
                 os.close(slave)
@@ -190,6 +192,19 @@ class ExecSession:
             return self._outcome(proc, command)
         finally:
             os.close(master)
+
+    @staticmethod
+    async def _first_size(master: int, streams: RemoteStreams) -> None:
+        """kubectl and crictl send their terminal's size as soon as the streams are up; the
+        process starts with it (runc copies it at start), so that a command run at once
+        (`stty size`, a full-screen program) never sees 0x0. A client that sends none
+        gets the default after a short wait."""
+        if streams.resizes is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            width, height = await asyncio.wait_for(streams.resizes.get(), FIRST_SIZE_WAIT)
+            with contextlib.suppress(OSError):
+                set_window_size(master, width, height)
 
     @staticmethod
     async def _resizes(master: int, proc: asyncio.subprocess.Process, streams: RemoteStreams) -> None:
