@@ -30,6 +30,8 @@ APISERVER=https://127.0.0.1:6443
 CGROUP_ROOT=/criservice-cluster
 KUBECONFIG_FILE=$DIR/admin.conf
 PKI=$DIR/pki
+# shellcheck source=hack/lib/kube-chains.sh
+source "$ROOT/hack/lib/kube-chains.sh"
 
 print_env() {
     echo "KUBECONFIG=$KUBECONFIG_FILE"
@@ -213,25 +215,6 @@ stop_process() {
         kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile"
-}
-
-remove_kube_chains() {
-    local cmd table rule chain
-    for cmd in iptables ip6tables; do
-        command -v "$cmd" >/dev/null || continue
-        for table in filter nat mangle; do
-            # Jumps into KUBE- chains from the others first, then the chains themselves.
-            while read -r rule; do
-                eval "$cmd -t $table -D ${rule#-A }" || true
-            done < <("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-A" && $2 !~ /^KUBE-/ && / -j KUBE-/')
-            for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
-                "$cmd" -t "$table" -F "$chain"
-            done
-            for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
-                "$cmd" -t "$table" -X "$chain"
-            done
-        done
-    done
 }
 
 down() {

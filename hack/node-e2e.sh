@@ -16,6 +16,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/.tools/bin
+# shellcheck source=hack/lib/kube-chains.sh
+source "$ROOT/hack/lib/kube-chains.sh"
 REPORT=${NODE_E2E_REPORT_DIR:-$ROOT/_out/node-e2e}
 WORK=${NODE_E2E_DIR:-/var/tmp/criservice-node-e2e}
 NODES=${NODE_E2E_PARALLEL:-2}
@@ -60,6 +62,7 @@ cleanup() {
     while read -r target; do umount -l "$target" 2>/dev/null || true
     done < <(awk -v dir="$KUBELET_ROOT" '$5 == dir || index($5, dir "/") == 1 {print $5}' /proc/self/mountinfo | tac)
     [[ -n $had_kubelet_root ]] || rm -rf --one-file-system "$KUBELET_ROOT"
+    remove_kube_chains   # the suite's kubelet makes its iptables util chains
     if [[ -z ${NODE_E2E_RUNTIME_ENDPOINT:-} ]]; then
         "$ROOT/hack/e2e-env.sh" down >/dev/null 2>&1 || true
     fi
