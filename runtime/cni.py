@@ -371,10 +371,15 @@ def _check_ids(container_id: str, ifname: str) -> None:
         raise ValueError(f"invalid interface name {ifname!r}")
 
 
+def can_carry(text: str) -> bool:
+    """Whether a key or value fits in CNI_ARGS ("K=V;K=V"): '=' and ';' are its separators."""
+    return not any(c in text for c in "=;")
+
+
 def _cni_args(args: Mapping[str, str]) -> str:
     pairs = {"IgnoreUnknown": "1", **args}
     for key, value in pairs.items():
-        if not key or any(c in f"{key}{value}" for c in "=;"):
+        if not key or not can_carry(key) or not can_carry(value):
             raise ValueError(f"CNI_ARGS cannot carry {key!r}={value!r}: '=' and ';' are separators")
     return ";".join(f"{k}={v}" for k, v in pairs.items())
 

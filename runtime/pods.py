@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runtime import cgroups, errors, mounts, namespaces
-from runtime.cni import CniError, CniNetwork
+from runtime.cni import CniError, CniNetwork, can_carry
 from runtime.crashpoints import crash_point
 from runtime.logpaths import NAME_MAX, PATH_MAX
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
@@ -255,7 +255,7 @@ class PodManager:
         netns = details.get("netns")
         # A record from before metadata was checked up front may hold values CNI_ARGS cannot
         # carry; DEL finds the attachment by id and interface, so those are left out.
-        args = {k: v for k, v in details["pod_args"].items() if not any(c in v for c in ";=\0")}
+        args = {k: v for k, v in details["pod_args"].items() if can_carry(v) and "\0" not in v}
         try:
             await self.network().delete(record.id, netns if netns and namespaces.netns_exists(netns) else None,
                                         args=args, capabilities=_capabilities(record))
