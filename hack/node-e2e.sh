@@ -8,8 +8,9 @@
 # criservice of its own: a second hack/e2e-env.sh environment (own state, socket,
 # bridge cri-node0 and 10.89.0.0/16) brought up and taken down here, sharing the local
 # registry (the images come from hack/build-test-images.sh, so nothing is prepulled
-# from elsewhere). NODE_E2E_RUNTIME_ENDPOINT names another runtime instead; its
-# kubelet must then be the only client making pods there.
+# from elsewhere). NODE_E2E_RUNTIME_ENDPOINT names another runtime instead (and
+# NODE_E2E_RUNTIME_PROCESS its process name; hack/node-e2e-containerd.sh does that
+# for containerd 2.x); its kubelet must then be the only client making pods there.
 # Reports (JUnit, JSON, the suite's log, a table per area) go to $NODE_E2E_REPORT_DIR
 # (default _out/node-e2e).
 set -euo pipefail
@@ -111,7 +112,7 @@ status=0
         --no-color "$WORK/bin/e2e_node.test" -- \
         --container-runtime-endpoint="$CONTAINER_RUNTIME_ENDPOINT" \
         --image-service-endpoint="$CONTAINER_RUNTIME_ENDPOINT" \
-        --container-runtime-process-name=criservice --container-runtime-pid-file= \
+        --container-runtime-process-name="${NODE_E2E_RUNTIME_PROCESS:-criservice}" --container-runtime-pid-file= \
         --prepull-images=false --report-dir="$REPORT" --node-name=criservice-node-e2e \
         --kubelet-flags="${kubelet_flags[*]}"
 ) 2>&1 | tee "$REPORT/node-e2e.log" || status=$?

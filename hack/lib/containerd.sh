@@ -1,12 +1,16 @@
 # shellcheck shell=bash
-# Sourced by the benchmarks (hack/bench-pull, hack/bench-pods): a containerd 1.6
-# (Debian's package) beside criservice, with its own root, state, socket and CNI
-# configuration directory, all under one directory, so that it never meets a
-# system containerd. Needs ROOT (the checkout) to be set by the caller.
+# Sourced by the benchmarks (hack/bench-pull, hack/bench-pods, hack/bench-stats) and by
+# hack/node-e2e-containerd.sh: a containerd beside criservice, with its own root,
+# state, socket and CNI configuration directory, all under one directory, so that it
+# never meets a system containerd. Two of them: Debian's containerd 1.6, and
+# containerd 2.x built from the Go module proxy. Needs ROOT (the checkout) to be set.
 #
 #   containerd_install             apt-get install containerd when it is missing
 #   containerd_start DIR [CONFLIST]  a fresh DIR; CONFLIST is copied into DIR/cni;
 #                                  sets CTRD_ENDPOINT=unix://DIR/containerd.sock
+#   containerd2_install            containerd and containerd-shim-runc-v2 $CTRD2_VERSION
+#                                  into .tools/containerd-$CTRD2_VERSION (cached by version)
+#   containerd2_start DIR [CONFLIST] the same for containerd 2.x (config version 3)
 #   containerd_stop DIR            its pods removed, it and its shims stopped, DIR gone
 
 # The local registry serves registry.k8s.io/* (path and tag kept), as it does for criservice.
@@ -59,7 +63,13 @@ state = "$c/state"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$CTRD_REGISTRY"]
     endpoint = ["http://$CTRD_REGISTRY"]
 TOML
-    setsid containerd --config "$c/config.toml" </dev/null >"$c/log" 2>&1 &
+    _ctrd_run "$c" containerd
+}
+
+# containerd (binary $2) on the config in $1, until its CRI answers.
+_ctrd_run() {
+    local c=$1
+    setsid "$2" --config "$c/config.toml" </dev/null >"$c/log" 2>&1 &
     echo $! > "$c/pid"
     CTRD_ENDPOINT=unix://$c/containerd.sock
     for _ in $(seq 100); do
@@ -70,6 +80,76 @@ TOML
     echo "containerd did not start; its log:" >&2
     tail -n 20 "$c/log" >&2
     return 1
+}
+
+CTRD2_VERSION=${CTRD2_VERSION:-v2.2.9}
+CTRD2_BIN=$ROOT/.tools/containerd-$CTRD2_VERSION
+
+containerd2_install() {
+    [[ -x $CTRD2_BIN/containerd && -x $CTRD2_BIN/containerd-shim-runc-v2 ]] && return 0
+    echo "containerd: building $CTRD2_VERSION and its runc shim from the Go module proxy" >&2
+    rm -rf "$CTRD2_BIN.tmp"
+    if ! (cd /tmp && CGO_ENABLED=0 GOBIN=$CTRD2_BIN.tmp PATH=/usr/local/go/bin:$PATH go install \
+            -tags "no_btrfs no_devmapper no_zfs" \
+            "github.com/containerd/containerd/v2/cmd/containerd@$CTRD2_VERSION" \
+            "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CTRD2_VERSION") >&2; then
+        echo "containerd: github.com/containerd/containerd/v2@$CTRD2_VERSION did not build (is that version served by the Go proxy?)" >&2
+        rm -rf "$CTRD2_BIN.tmp"
+        return 1
+    fi
+    rm -rf "$CTRD2_BIN" && mv "$CTRD2_BIN.tmp" "$CTRD2_BIN"
+}
+
+# A registry's hosts.toml (containerd 2's registry config_path): pull and resolve
+# through the local registry, over plain HTTP.
+_ctrd2_mirror() {
+    mkdir -p "$1/certs.d/$2"
+    cat > "$1/certs.d/$2/hosts.toml" <<TOML
+server = "http://$CTRD_REGISTRY"
+[host."http://$CTRD_REGISTRY"]
+  capabilities = ["pull", "resolve"]
+TOML
+}
+
+containerd2_start() {
+    local c=$1 conflist=${2:-} r
+    rm -rf "$c" && mkdir -p "$c/cni"
+    [[ -z $conflist ]] || cp "$conflist" "$c/cni/"
+    for r in registry.k8s.io k8s.gcr.io gcr.io docker.io "$CTRD_REGISTRY"; do _ctrd2_mirror "$c" "$r"; done
+    # runtime_path: the shim built beside it; containerd 2 would otherwise take the
+    # first containerd-shim-runc-v2 on PATH, which may be Debian's 1.6 one.
+    cat > "$c/config.toml" <<TOML
+version = 3
+root = "$c/root"
+state = "$c/state"
+[grpc]
+  address = "$c/containerd.sock"
+[ttrpc]
+  address = "$c/containerd.sock.ttrpc"
+[plugins.'io.containerd.internal.v1.opt']
+  path = "$c/opt"
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = "$c/nri.sock"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$CTRD_PAUSE_IMAGE"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$c/certs.d"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = $(_ctrd_restrict_oom)
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "$CTRD2_BIN/containerd-shim-runc-v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc)"
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$c/cni"
+TOML
+    _ctrd_run "$c" "$CTRD2_BIN/containerd"
 }
 
 # The pids of the shims serving the containerd whose socket is $1 (their -address argument).
