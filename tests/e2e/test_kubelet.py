@@ -184,9 +184,49 @@ def test_kubelet_summary_stats_come_from_the_runtime(kubelet: Kubelet, web: str)
         assert c["cpu"]["usageCoreNanoSeconds"] > 0 and c["memory"]["workingSetBytes"] > 0, c
         assert c["rootfs"]["usedBytes"] >= 0 and c["logs"]["capacityBytes"] > 0, c
     assert p["memory"]["workingSetBytes"] >= sum(c["memory"]["workingSetBytes"] for c in p["containers"]) * 0.5
+    # nginx's master and worker, the sidecar's shell and its sleep.
+    assert p["process_stats"]["process_count"] >= 3, p.get("process_stats")
     print(f"\n{web} in /stats/summary: rx {p['network']['rxBytes']} B, tx {p['network']['txBytes']} B, "
+          f"{p['process_stats']['process_count']} processes, "
           + ", ".join(f"{c['name']} cpu {c['cpu']['usageCoreNanoSeconds']} ns mem {c['memory']['workingSetBytes']} B"
                       for c in p["containers"]))
+
+
+def test_kubelet_summary_without_the_cri_stats_gate(kubelet: Kubelet, web: str) -> None:
+    """With the kubelet's default PodAndContainerStatsFromCRI=false (what a user gets who
+    leaves out deploy/'s drop-in), CPU and memory still come from the CRI and the pod's
+    cgroup, but pod network and process counts come only from cAdvisor entries carrying
+    the pod's labels, which cAdvisor makes for containerd, CRI-O and Docker only (see the
+    README). This pins down what such a user sees."""
+    gate_off = kubelet.config_dir / "95-stats-gate-off.conf"
+    gate_off.write_text(json.dumps({"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+                                    "featureGates": {"PodAndContainerStatsFromCRI": False}}) + "\n")
+    try:
+        kubelet.restart()
+        assert kubelet.configz()["featureGates"] == {"PodAndContainerStatsFromCRI": False}
+        running(kubelet, web)
+        fetch(f"http://127.0.0.1:{HOST_PORT}/note.txt")
+
+        def web_stats() -> dict[str, Any] | None:
+            p = next((p for p in kubelet.summary()["pods"] if p["podRef"]["name"] == web), None)
+            ok = p and {c["name"] for c in p.get("containers", [])} == {"web", "sidecar"} \
+                and all(c.get("cpu", {}).get("usageCoreNanoSeconds") for c in p["containers"]) \
+                and p.get("cpu", {}).get("usageCoreNanoSeconds")
+            return p if ok else None
+        p = wait_for(web_stats, 60, "the web pod's CPU figures in /stats/summary without the gate")
+        for c in p["containers"]:
+            assert c["memory"]["workingSetBytes"] > 0 and c["logs"]["capacityBytes"] > 0, c
+        assert p["memory"]["workingSetBytes"] > 0, p
+        # The gap, as the README describes it: no network and no process count for the pod.
+        assert not p.get("network", {}).get("rxBytes") and not p.get("process_stats", {}).get("process_count"), p
+        print(f"\n{web} in /stats/summary without the gate: pod cpu {p['cpu']['usageCoreNanoSeconds']} ns, "
+              f"mem {p['memory']['workingSetBytes']} B, network {p.get('network')}, "
+              f"process_stats {p.get('process_stats')}")
+    finally:
+        gate_off.unlink()
+        kubelet.restart()
+    assert kubelet.configz()["featureGates"] == {"PodAndContainerStatsFromCRI": True}
+    running(kubelet, web)
 
 
 def test_exec_and_port_forward_through_the_kubelet(kubelet: Kubelet, web: str) -> None:
