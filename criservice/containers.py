@@ -77,6 +77,19 @@ class Containers(Area):
         image = self.deps.images.get(image_id)
         return image.repo_digests[0] if image is not None and image.repo_digests else image_id
 
+    def _image_name(self, record: ContainerRecord, cfg: pb.ContainerConfig) -> str:
+        """The image as its user named it, which the kubelet shows as the pod's
+        containerStatuses[].image: it sends the image's id as `image` and the pod spec's
+        name as `user_specified_image`. Without that name (crictl, older kubelets), a
+        reference given by id is shown by the image's first tag, as containerd does."""
+        if cfg.image.user_specified_image:
+            return cfg.image.user_specified_image
+        if record.image_ref in (record.image_id, record.image_id.removeprefix("sha256:")):
+            image = self.deps.images.get(record.image_id)
+            if image is not None and image.repo_tags:
+                return image.repo_tags[0]
+        return record.image_ref
+
     async def CreateContainer(self, request: pb.CreateContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:
         if not request.pod_sandbox_id:
@@ -120,7 +133,8 @@ class Containers(Area):
         status = pb.ContainerStatus(
             id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
             started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
-            image=pb.ImageSpec(image=record.image_ref, annotations=cfg.image.annotations),
+            image=pb.ImageSpec(image=self._image_name(record, cfg), annotations=cfg.image.annotations,
+                               user_specified_image=cfg.image.user_specified_image),
             image_ref=self._image_ref(record.image_id), image_id=record.image_id, reason=record.reason,
             message=record.message, labels=record.labels, annotations=record.annotations,
             mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),

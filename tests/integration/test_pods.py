@@ -260,3 +260,26 @@ def test_cgroup_paths_are_removed_with_their_pods(node: Node) -> None:
     rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
     assert not cgroup_dirs(info["cgroupsPath"])
     assert cgroups.cgroups_path("cgroupfs", "", ctr).endswith(ctr)
+
+
+def test_container_status_names_the_image_as_its_user_did(node: Node) -> None:
+    """The kubelet creates containers by image id and puts the pod spec's name in
+    user_specified_image; ContainerStatus.image is what it shows as the pod's
+    containerStatuses[].image (node conformance checks it after an image update)."""
+    rt = node.rt
+    image_id = node.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=BUSYBOX))).image.id
+    cfg = pod_config("named")
+    pod = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+    shown = {}
+    for name, spec in {"kubelet": pb.ImageSpec(image=image_id, user_specified_image=BUSYBOX),
+                       "by-id": pb.ImageSpec(image=image_id),
+                       "by-name": pb.ImageSpec(image=BUSYBOX)}.items():
+        config = sleeper(name)
+        config.image.CopyFrom(spec)
+        ctr = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=cfg),
+                                 timeout=60).container_id
+        status = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status
+        assert status.image_id == image_id, name
+        shown[name] = (status.image.image, status.image.user_specified_image)
+    # By id without a name: the image's first tag, as containerd shows it.
+    assert shown == {"kubelet": (BUSYBOX, BUSYBOX), "by-id": (BUSYBOX, ""), "by-name": (BUSYBOX, "")}
