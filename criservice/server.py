@@ -16,6 +16,7 @@ from criservice.config import Config, ConfigError
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
 from criservice.metrics import Metrics
+from criservice.sdnotify import Notifier
 from runtime.cni import CniNetwork
 from runtime.cni_config import CniConfigError, load_network
 from runtime.containers import ContainerManager
@@ -192,14 +193,19 @@ class Daemon:
 
 
 async def serve(config: Config) -> None:
+    systemd = Notifier.from_environment()
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop, sig)
     try:
         await daemon.start()
+        # Ready once the socket serves (recovery is done by then): the kubelet's unit
+        # orders itself after this one.
+        systemd.send("READY=1", f"STATUS=serving on {config.api.socket}", f"MAINPID={os.getpid()}")
         await daemon.wait()
     finally:
+        systemd.send("STOPPING=1", "STATUS=stopping")
         await daemon.stop()
 
 

@@ -27,8 +27,9 @@ def real_cni(conf_dir: Path, bridge: str = "crs-test0", subnet: str = "10.99.0.0
 
 
 class DaemonProcess:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.env = env or {}  # set in the daemon's environment on every start
         self.log = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.socket = ""
@@ -39,7 +40,7 @@ class DaemonProcess:
         from criservice.config import load
         from runtime.crashpoints import ENV
         self.socket = load(self.config).api.socket
-        env = {k: v for k, v in os.environ.items() if k != ENV}
+        env = {k: v for k, v in os.environ.items() if k != ENV} | self.env
         if crash_at:
             env[ENV] = crash_at
         with open(self.log, "ab") as log:

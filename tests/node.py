@@ -79,14 +79,16 @@ def host_view(base: Path) -> dict[str, object]:
 
 @contextmanager
 def running_node(base: Path, bridge: str, subnet: str,
-                 configure: Callable[[Path], None] | None = None) -> Iterator[Node]:
+                 configure: Callable[[Path], None] | None = None,
+                 env: dict[str, str] | None = None) -> Iterator[Node]:
     """A started node with busybox pulled; afterwards every pod is removed through the
     daemon and nothing may be left on the host, then the rest is torn down by force.
-    `configure` may change the config file before the daemon starts."""
+    `configure` may change the config file before the daemon starts; `env` is added to
+    the daemon's environment."""
     config = node_config(base, bridge, subnet)
     if configure is not None:
         configure(config)
-    n = Node(DaemonProcess(config).start(), base)
+    n = Node(DaemonProcess(config, env).start(), base)
     try:
         n.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)), timeout=120)
         before = host_view(base)
