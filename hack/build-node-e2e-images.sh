@@ -58,7 +58,10 @@ key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
 # suite's "ConfigMap/Secrets should be consumable via the environment" run `sh -c env`.
 # dash, mksh and posh drop them too; bash keeps them but cannot be the image's sh: the
 # suite checks ash's own words ("/bin/sh: can't create /file: Read-only file system").
-# So: the same Debian source, patches and .deb configuration, with that one option on.
+# So: the same Debian source and patches, with that one option on, configured as
+# upstream's image is (busybox's defconfig): Debian's .deb configuration leaves out
+# applets the suite runs, such as nmeter, whose '%3t' gives the lifecycle specs their
+# milliseconds.
 
 # fetch_source PKG VERSION: set FETCHED_DSC to the path of PKG's .dsc at VERSION (no epoch
 # in the name), downloading it and its files once into $DEBS/src with apt-get, from the
@@ -100,8 +103,9 @@ build_busybox_envkeep() {
         [[ -z $p || $p == \#* ]] && continue
         patch -s -p1 -d "$src" <"$src/debian/patches/$p"
     done <"$src/debian/patches/series"
-    # As debian/rules configures the .deb flavour, plus the one option.
-    cat "$src/debian/config/os/linux" "$src/debian/config/pkg/deb" >"$src/.config"
+    # As upstream's image: defconfig, plus the one option.
+    (cd "$src" && make -s defconfig) >"$WORK/busybox-build.log" 2>&1 ||
+        { cat "$WORK/busybox-build.log" >&2; die "busybox defconfig failed"; }
     sed -i 's/^# CONFIG_FEATURE_DI_ENV_HACK is not set$/CONFIG_FEATURE_DI_ENV_HACK=y/' "$src/.config"
     grep -qx 'CONFIG_FEATURE_DI_ENV_HACK=y' "$src/.config" || die "busybox: no FEATURE_DI_ENV_HACK"
     # KCONFIG_NOTIMESTAMP and a fixed build tag: no build time in the binary.
@@ -111,6 +115,7 @@ build_busybox_envkeep() {
         >"$WORK/busybox-build.log" 2>&1 || { cat "$WORK/busybox-build.log" >&2; die "busybox build failed"; }
     env 'data-1=kept' "$src/busybox" sh -c 'env; :' | grep -qx 'data-1=kept' ||
         die "the rebuilt busybox sh still drops data-1"
+    "$src/busybox" nmeter -d0 '%3t' | head -n1 | grep -Eq '^[0-9:]+\.[0-9]{3}$' || die "the rebuilt busybox has no nmeter"
     mkdir -p "$(dirname "$out")"
     install -m 0755 "$src/busybox" "$out"
     rm -rf "$src"
