@@ -76,7 +76,9 @@ async def create_ipc_uts(dir: str, hostname: str, *, ipc: bool,
     files = [p for p in (ipc_path, uts_path) if p is not None]
     argv = ["unshare"]
     argv += [f"--ipc={ipc_path}"] if ipc_path else []
-    argv += [f"--uts={uts_path}", "hostname", hostname] if uts_path else ["true"]
+    # The kernel's hostname, written as the kernel takes it: hostname(1) refuses names it
+    # finds odd, such as the FQDN `pod.sub.ns.svc.` of a cluster with no DNS domain.
+    argv += [f"--uts={uts_path}", "sysctl", "-q", "-w", f"kernel.hostname={hostname}"] if uts_path else ["true"]
     await _pin(files, argv, parent=dir)
     return ipc_path, uts_path
 

@@ -384,6 +384,17 @@ async def test_ipc_and_uts_pinned_with_hostname(tmp_path: Path) -> None:
     assert os.listdir(pod_dir) == [] and mounts.mount_points(str(pod_dir)) == []
 
 
+async def test_a_pods_fqdn_is_its_hostname_even_with_a_trailing_dot(tmp_path: Path) -> None:
+    # The kubelet's setHostnameAsFQDN with an empty cluster domain (node conformance's
+    # "Hostname of Pod" specs): hostname(1) refuses such a name, the kernel does not.
+    fqdn = "hostfqdn-1.t.hostfqdn-8632.svc."
+    _, uts = await namespaces.create_ipc_uts(str(tmp_path / "pod"), fqdn, ipc=False, uts=True)
+    try:
+        assert _run(["nsenter", f"--uts={uts}", "cat", "/proc/sys/kernel/hostname"], check=True).stdout == fqdn + "\n"
+    finally:
+        await namespaces.remove_ns_file(str(uts))
+
+
 async def test_only_the_namespaces_asked_for(tmp_path: Path) -> None:
     assert await namespaces.create_ipc_uts(str(tmp_path / "a"), "x", ipc=False, uts=False) == (None, None)
     ipc, uts = await namespaces.create_ipc_uts(str(tmp_path / "b"), "only-uts", ipc=False, uts=True)
