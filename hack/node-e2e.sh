@@ -75,6 +75,10 @@ if [[ -n ${NODE_E2E_RUNTIME_ENDPOINT:-} ]]; then
     CONTAINER_RUNTIME_ENDPOINT=$NODE_E2E_RUNTIME_ENDPOINT
 else
     export E2E_DIR=$WORK/env E2E_BRIDGE=cri-node0 E2E_SUBNET=10.89.0.0/16 CRISERVICE_METRICS_PORT=9764
+    # The RuntimeClass handler the suite's RuntimeClass and PodOverhead specs name, as
+    # upstream's node e2e jobs configure containerd and CRI-O with it.
+    mkdir -p "$E2E_DIR/criservice.toml.d"
+    printf '[runtime.handlers.test-handler]\npath = "runc"\n' > "$E2E_DIR/criservice.toml.d/50-node-e2e.toml"
     CONTAINER_RUNTIME_ENDPOINT=$("$ROOT/hack/e2e-env.sh" up | sed -n 's/^CONTAINER_RUNTIME_ENDPOINT=//p')
 fi
 # The suite finds the kubelet next to its own binary and writes its kubeconfig, kubelet
