@@ -97,7 +97,9 @@ up() {
         "$ROOT/hack/registry.sh" start >&2
         touch "$E2E_DIR/registry-started"
     fi
-    "$ROOT/hack/build-test-images.sh" --push "$REGISTRY" >&2
+    # E2E_IMAGES_PUSHED: the registry's storage holds them already (hack/vm.sh's guest gets
+    # a copy of the host's; it has neither network nor Go to build them).
+    [[ -n ${E2E_IMAGES_PUSHED:-} ]] || "$ROOT/hack/build-test-images.sh" --push "$REGISTRY" >&2
     if [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && answers; then
         print_env
         return

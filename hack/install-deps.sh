@@ -12,18 +12,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CRI_TOOLS_VERSION=v1.37.0
 export PATH=/usr/local/go/bin:$PATH
 
-PACKAGES=(
-    runc crun conmon containernetworking-plugins golang-github-containers-common
-    iproute2 iptables util-linux mount procps
-    docker-registry skopeo umoci
-    # what hack/build-test-images.sh takes binaries from (see shared test-images notes)
-    nginx-light apache2-bin gcc libc6-dev
-    curl jq bc tmux python3-venv
-    # kube-proxy clears conntrack entries of UDP services with it (hack/local-cluster.sh)
-    conntrack
-    # observability tests (a real Prometheus scrapes the daemon) and CheckpointContainer
-    prometheus criu
-)
+# shellcheck source=hack/lib/packages.sh
+source "$ROOT/hack/lib/packages.sh"
 
 missing=()
 for p in "${PACKAGES[@]}"; do
