@@ -243,7 +243,7 @@ class _Loader:
 
     def convert(self, hint: Any, value: Any, path: tuple[str, ...]) -> Any:
         origin = typing.get_origin(hint)
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             return self.build(hint, value, path)
         if origin is dict:
             _, item = typing.get_args(hint)

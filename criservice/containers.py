@@ -67,7 +67,7 @@ def _metadata(record: ContainerRecord) -> pb.ContainerMetadata:
     return pb.ContainerMetadata(name=record.name, attempt=record.attempt)
 
 
-def _state(record: ContainerRecord) -> int:
+def _state(record: ContainerRecord) -> pb.ContainerState:
     return _STATES.get(record.state, pb.ContainerState.CONTAINER_UNKNOWN)
 
 

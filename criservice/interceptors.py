@@ -39,7 +39,7 @@ STATUS_OF: dict[type[errors.CRIError], grpc.StatusCode] = {
 def status_of(exc: BaseException) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return grpc.StatusCode.INTERNAL if isinstance(exc, errors.CRIError) else grpc.StatusCode.UNKNOWN
 
 

@@ -54,7 +54,7 @@ Values = list[tuple[tuple[str, ...], int]]   # (own label values, value) per ser
 class Family:
     name: str
     help: str
-    kind: int
+    kind: pb.MetricType
     labels: tuple[str, ...]
     values: Callable[[Inputs], Values]
 

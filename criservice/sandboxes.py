@@ -55,7 +55,7 @@ def sandbox_config(record: SandboxRecord) -> pb.PodSandboxConfig:
     return pb.PodSandboxConfig.FromString(record.config)
 
 
-def _state(record: SandboxRecord) -> int:
+def _state(record: SandboxRecord) -> pb.PodSandboxState:
     return pb.PodSandboxState.SANDBOX_READY if record.state == SANDBOX_READY else pb.PodSandboxState.SANDBOX_NOTREADY
 
 

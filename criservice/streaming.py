@@ -46,7 +46,7 @@ class Streaming(Area):
         record = self.deps.workloads.running(request.container_id)
         runtime = self.deps.workloads.runtime_for(record.details["handler"])
         config = pb.ContainerConfig.FromString(record.config)
-        run = AttachSession(runtime, record.id, tty=config.tty,   # type: ignore[arg-type]
+        run = AttachSession(runtime, record.id, tty=config.tty,
                             stdin_once=config.stdin_once)
         url = self._server().url(RemoteCommandRequest("attach", run, request.stdin, request.stdout,
                                                       request.stderr, request.tty))

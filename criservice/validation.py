@@ -37,7 +37,7 @@ def nul_field(message: Message) -> str | None:
         if kind == _SKIP:
             continue
         if kind == _TEXT:
-            if nul in value:  # type: ignore[operator]
+            if nul in value:
                 return fd.name
         elif kind == _TEXTS:
             for i, item in enumerate(value):
@@ -74,7 +74,7 @@ def _plan(fd: FieldDescriptor) -> _Plan:
         key_is_text = key.type in _TEXT_TYPES
         values_are_messages = value.message_type is not None
         if key_is_text or value.type in _TEXT_TYPES or (
-                values_are_messages and not _is_textless(value.message_type)):
+                value.message_type is not None and not _is_textless(value.message_type)):
             plan = (_MAP, _nul(value) if value.type in _TEXT_TYPES else None, key_is_text, values_are_messages)
     elif fd.message_type is not None and not _is_textless(fd.message_type):
         plan = (_MESSAGES if fd.is_repeated else _MESSAGE, None, False, False)

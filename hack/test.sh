@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine, as root:
 #   1. installs what it needs (hack/install-deps.sh)
-#   2. unit tests (no root, seconds)
+#   2. the type check (mypy) and the unit tests (no root, seconds)
 #   3. brings up hack/e2e-env.sh and runs the integration and end-to-end tests
 #      (real runc, conmon, CNI, registry; crictl and critest as clients), then a
 #      real kubelet's (hack/kubelet-e2e.sh), a one-node cluster's through kubectl
@@ -17,6 +17,9 @@ cd "$ROOT"
 PYTEST=("$ROOT/.venv/bin/python" -m pytest -ra)
 
 status=0
+echo "=== type check (mypy over criservice/ and runtime/, as pyproject.toml configures it)"
+"$ROOT/.venv/bin/mypy" || status=1
+
 echo "=== unit tests"
 "${PYTEST[@]}" tests/unit "$@" || status=1
 

@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -174,7 +174,7 @@ class PodManager:
         return record
 
     async def _namespaces(self, sandbox_id: str, req: PodRequest, hostname: str) -> None:
-        steps = [self._ipc_uts(sandbox_id, req, hostname)]
+        steps: list[Coroutine[Any, Any, object]] = [self._ipc_uts(sandbox_id, req, hostname)]
         if not req.host_network:
             name = _netns_name(sandbox_id)
             # Recorded before it exists, so an undo after a crash knows where to look.
@@ -239,7 +239,7 @@ class PodManager:
         """Infra, network, namespaces and shm: every step is tried; the first failure is
         raised after the others ran, and what failed stays recorded for the next try."""
         details = record.details
-        steps: list[Callable[[], Awaitable[None]]] = []
+        steps: list[Callable[[], Awaitable[object]]] = []
         if details.get("infra_id"):
             steps.append(lambda: self.infra.stop_infra(self.store.get(record.id)))
         if details.get("cni_added"):
@@ -330,7 +330,7 @@ class PodManager:
                               extra={"fields": {"sandbox": record.id}})
 
 
-async def _all_of(steps: list[Callable[[], Awaitable[None]]], sandbox_id: str) -> None:
+async def _all_of(steps: Sequence[Callable[[], Awaitable[object]]], sandbox_id: str) -> None:
     """Every step of a pod teardown, each failure logged with the pod; the first raised."""
     def logged(e: Exception) -> None:
         log.warning("a step of tearing down a pod sandbox failed", exc_info=e,

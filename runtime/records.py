@@ -161,7 +161,7 @@ class SandboxStore(_Store):
         self._insert(rec, f"a pod sandbox named {rec.display_name} exists already")
 
     def get(self, ident: str) -> SandboxRecord:
-        return super().get(ident)  # type: ignore[no-any-return]
+        return super().get(ident)
 
     def update_details(self, ident: str, **changes: Any) -> SandboxRecord:
         rec = self.get(ident)
@@ -189,7 +189,7 @@ class ContainerStore(_Store):
                           f"in pod sandbox {rec.sandbox_id}")
 
     def get(self, ident: str) -> ContainerRecord:
-        return super().get(ident)  # type: ignore[no-any-return]
+        return super().get(ident)
 
     def in_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
         return [c for c in self._items.values() if c.sandbox_id == sandbox_id]

@@ -12,6 +12,7 @@ everything on disk is gone; `recover()` settles what a crash left between.
 from __future__ import annotations
 
 import asyncio
+import builtins  # `list` below is a method: the type is builtins.list
 import logging
 import os
 import shutil
@@ -75,7 +76,7 @@ class Snapshots:
             os.makedirs(d, mode=0o755, exist_ok=True)
         return snap
 
-    def _lowers(self, snap: Snapshot) -> list[str]:
+    def _lowers(self, snap: Snapshot) -> builtins.list[str]:
         ids = [r[0] for r in self.store.db.query(
             "SELECT layer_id FROM snapshot_layers WHERE snapshot_id = ? ORDER BY position DESC", (snap.id,))]
         return [str(i) for i in ids] or []

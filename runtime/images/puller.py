@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from runtime import errors
 from runtime.images import registry
@@ -228,7 +227,7 @@ class Puller:
         return result
 
 
-def _unpack(reader: io.BufferedReader, dest: str, compression: str, limits: UnpackLimits) -> UnpackResult:
+def _unpack(reader: BinaryIO, dest: str, compression: str, limits: UnpackLimits) -> UnpackResult:
     with reader:
         return unpack_layer(reader, dest, compression, limits)
 

@@ -801,7 +801,7 @@ class RegistryClient:
             if basic is not None:
                 headers["Authorization"] = basic_authorization(*basic)
                 params.append(("account", basic[0]))
-            request = client.build_request("GET", realm.copy_merge_params(params), headers=headers)
+            request = client.build_request("GET", realm.copy_merge_params(tuple(params)), headers=headers)
         with self._transport_errors(ep, request):
             # httpx drops Authorization itself when a redirect leaves the realm's origin.
             return await client.send(request, stream=True, follow_redirects=True)

@@ -13,6 +13,7 @@ crash at any moment leaves either the whole image or leftovers that
 
 from __future__ import annotations
 
+import builtins  # `list` below is a method: the type is builtins.list
 import hashlib
 import json
 import logging
@@ -215,19 +216,19 @@ class ImageStore:
                 conn.execute("DELETE FROM blobs WHERE digest = ?", (image_id,))
         self.gc()
 
-    def layers_of(self, image: ImageRecord) -> list[LayerRecord]:
+    def layers_of(self, image: ImageRecord) -> builtins.list[LayerRecord]:
         rows = self.db.query(
             "SELECT l.id, l.chain_id, l.diff_id, l.size FROM image_layers il JOIN layers l ON l.id = il.layer_id "
             "WHERE il.image_id = ? ORDER BY il.position", (image.id,))
         return [LayerRecord(*r) for r in rows]
 
-    def layer_paths(self, image: ImageRecord) -> list[str]:
+    def layer_paths(self, image: ImageRecord) -> builtins.list[str]:
         """Lower directories, uppermost first (overlay's lowerdir order)."""
         return [self.layer_path(i) for i in reversed(image.layer_ids)] or [self.empty_dir]
 
     # ---- garbage and crash leftovers ---------------------------------------
 
-    def gc(self) -> list[int]:
+    def gc(self) -> builtins.list[int]:
         """Delete layers no image and no snapshot uses; returns their ids."""
         with self._gc_lock, self.db.transaction() as conn:
             unused = [r[0] for r in conn.execute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Protocol
+from typing import Any, Protocol
 
 from runtime import errors
 from runtime.streaming.channels import Outcome
@@ -38,7 +38,7 @@ class AttachSession:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
-        tasks: list[asyncio.Future[None]] = []
+        tasks: list[asyncio.Future[Any]] = []
         try:
             try:
                 await loop.sock_connect(sock, self.runtime.attach_socket(self.container_id))
@@ -48,11 +48,11 @@ class AttachSession:
             output = asyncio.ensure_future(self._output(sock, streams))
             gone = asyncio.ensure_future(streams.gone.wait())
             tasks += [output, gone]
-            waits: set[asyncio.Future[object]] = {output, gone}   # type: ignore[arg-type]
+            waits: set[asyncio.Future[Any]] = {output, gone}
             if streams.stdin is not None:
                 stdin = asyncio.ensure_future(self._input(sock, streams))
                 tasks.append(stdin)
-                waits.add(stdin)   # type: ignore[arg-type]
+                waits.add(stdin)
             if streams.resizes is not None:
                 tasks.append(asyncio.ensure_future(self._resizes(streams)))
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -17,7 +17,8 @@ import os
 import signal
 import struct
 import termios
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from runtime.oci.runtime import ExecCommand
 from runtime.streaming.channels import Outcome
@@ -49,7 +50,10 @@ async def _ready(fd: int, *, writable: bool) -> None:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
-    add(fd, lambda: ready.done() or ready.set_result(None))
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+    add(fd, wake)
     try:
         await ready
     finally:
@@ -108,8 +112,10 @@ class ExecSession:
         finally:
             command.cleanup()
 
-    async def _spawn(self, command: ExecCommand, **stdio: int) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(*command.argv, start_new_session=True, **stdio)
+    async def _spawn(self, command: ExecCommand, *, stdin: int, stdout: int,
+                     stderr: int) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(*command.argv, start_new_session=True, stdin=stdin,
+                                                    stdout=stdout, stderr=stderr)
 
     def _outcome(self, proc: asyncio.subprocess.Process, command: ExecCommand) -> Outcome:
         code = proc.returncode or 0
@@ -119,7 +125,7 @@ class ExecSession:
         return Outcome(exit_code=code if code >= 0 else 128 - code)
 
     async def _finish(self, proc: asyncio.subprocess.Process, command: ExecCommand, streams: RemoteStreams,
-                      outputs: list[asyncio.Future[None]], others: list[asyncio.Future[None]]) -> None:
+                      outputs: Sequence[asyncio.Future[Any]], others: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for the process or the client's departure, then leave nothing behind."""
         exited = asyncio.ensure_future(proc.wait())
         gone = asyncio.ensure_future(streams.gone.wait())

@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from runtime.streaming import spdy
 from runtime.streaming.channels import (ERROR, RESIZE, SPDY_V1, SPDY_V2, STDERR, STDIN, STDOUT, STREAM_TYPES,
@@ -326,18 +326,18 @@ class SpdyPortForward:
             else:
                 self._start(pair, waiting=True)
         elif isinstance(event, spdy.DataReceived):
-            pair = self.by_stream.get(event.stream_id)
-            if pair is not None and event.stream_id == pair.data_id:
-                pair.data.put(event.data)
+            known = self.by_stream.get(event.stream_id)
+            if known is not None and event.stream_id == known.data_id:
+                known.data.put(event.data)
         elif isinstance(event, spdy.StreamEnded):
-            pair = self.by_stream.get(event.stream_id)
-            if pair is not None and event.stream_id == pair.data_id:
-                pair.data.close()
+            known = self.by_stream.get(event.stream_id)
+            if known is not None and event.stream_id == known.data_id:
+                known.data.close()
         elif isinstance(event, spdy.StreamReset):
-            pair = self.by_stream.get(event.stream_id)
-            if pair is not None:
-                pair.reset.set()
-                pair.data.close()
+            known = self.by_stream.get(event.stream_id)
+            if known is not None:
+                known.reset.set()
+                known.data.close()
 
     def _start(self, pair: _Pair, waiting: bool = False) -> None:
         task = asyncio.ensure_future(self._wait_pair(pair) if waiting else self._forward(pair))
@@ -417,12 +417,12 @@ async def forward(sock: socket.socket, inbound: Inbox, outbound: "_SpdyOutlet | 
     down = asyncio.ensure_future(from_pod())
     resetting = asyncio.ensure_future(reset.wait())
     try:
-        pending: set[asyncio.Future[object]] = {up, down, resetting}   # type: ignore[arg-type]
+        pending: set[asyncio.Future[Any]] = {up, down, resetting}
         while down in pending and resetting in pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not resetting and task.exception() is not None:
-                    raise task.exception()   # type: ignore[misc]
+                if task is not resetting and (error := task.exception()) is not None:
+                    raise error
     finally:
         for task in (up, down, resetting):
             task.cancel()
