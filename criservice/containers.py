@@ -17,6 +17,7 @@ from criservice.deps import Area
 from criservice.listing import ItemCache, chunks, selected
 from criservice.sandboxes import sandbox_config
 from runtime import errors
+from runtime.images.store import ImageStore
 from runtime.oci.specinput import SandboxInput
 from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, ContainerRecord,
                              SandboxRecord)
@@ -71,25 +72,59 @@ def _state(record: ContainerRecord) -> pb.ContainerState:
     return _STATES.get(record.state, pb.ContainerState.CONTAINER_UNKNOWN)
 
 
+def image_ref(images: ImageStore, image_id: str) -> str:
+    """A digest the image can be pulled by again, as the kubelet shows it; else the id."""
+    image = images.get(image_id)
+    return image.repo_digests[0] if image is not None and image.repo_digests else image_id
+
+
+def _image_name(images: ImageStore, record: ContainerRecord, cfg: pb.ContainerConfig) -> str:
+    """The image as its user named it, which the kubelet shows as the pod's
+    containerStatuses[].image: it sends the image's id as `image` and the pod spec's
+    name as `user_specified_image`. Without that name (crictl, older kubelets), a
+    reference given by id is shown by the image's first tag, as containerd does."""
+    if cfg.image.user_specified_image:
+        return cfg.image.user_specified_image
+    if record.image_ref in (record.image_id, record.image_id.removeprefix("sha256:")):
+        image = images.get(record.image_id)
+        if image is not None and image.repo_tags:
+            return image.repo_tags[0]
+    return record.image_ref
+
+
+def container_status(images: ImageStore, record: ContainerRecord,
+                     verbose: bool = False) -> pb.ContainerStatusResponse:
+    """ContainerStatus's answer (GetContainerEvents sends it with every event)."""
+    cfg = _config(record)
+    status = pb.ContainerStatus(
+        id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
+        started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
+        image=pb.ImageSpec(image=_image_name(images, record, cfg), annotations=cfg.image.annotations,
+                           user_specified_image=cfg.image.user_specified_image),
+        image_ref=image_ref(images, record.image_id), image_id=record.image_id, reason=record.reason,
+        message=record.message, labels=record.labels, annotations=record.annotations,
+        mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),
+        stop_signal=cfg.stop_signal)
+    resources = record.details.get("resources")
+    if resources is not None:
+        status.resources.linux.CopyFrom(json_format.ParseDict(resources, pb.LinuxContainerResources()))
+    elif cfg.linux.HasField("resources"):
+        status.resources.linux.CopyFrom(cfg.linux.resources)
+    user = record.details.get("user")
+    if user:
+        status.user.linux.uid = user.get("uid", 0)
+        status.user.linux.gid = user.get("gid", 0)
+        status.user.linux.supplemental_groups.extend(user.get("additionalGids", []))
+    response = pb.ContainerStatusResponse(status=status)
+    if verbose:
+        response.info["info"] = json.dumps({
+            "sandboxID": record.sandbox_id, "pid": record.details.get("pid", 0),
+            "runtimeHandler": record.details.get("handler", ""), "bundle": record.details.get("bundle", ""),
+            "cgroupsPath": record.details.get("cgroups_path", "")})
+    return response
+
+
 class Containers(Area):
-    def _image_ref(self, image_id: str) -> str:
-        """A digest the image can be pulled by again, as the kubelet shows it; else the id."""
-        image = self.deps.images.get(image_id)
-        return image.repo_digests[0] if image is not None and image.repo_digests else image_id
-
-    def _image_name(self, record: ContainerRecord, cfg: pb.ContainerConfig) -> str:
-        """The image as its user named it, which the kubelet shows as the pod's
-        containerStatuses[].image: it sends the image's id as `image` and the pod spec's
-        name as `user_specified_image`. Without that name (crictl, older kubelets), a
-        reference given by id is shown by the image's first tag, as containerd does."""
-        if cfg.image.user_specified_image:
-            return cfg.image.user_specified_image
-        if record.image_ref in (record.image_id, record.image_id.removeprefix("sha256:")):
-            image = self.deps.images.get(record.image_id)
-            if image is not None and image.repo_tags:
-                return image.repo_tags[0]
-        return record.image_ref
-
     async def CreateContainer(self, request: pb.CreateContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:
         if not request.pod_sandbox_id:
@@ -128,34 +163,8 @@ class Containers(Area):
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
-        record = self.deps.containers.get(request.container_id)
-        cfg = _config(record)
-        status = pb.ContainerStatus(
-            id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
-            started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
-            image=pb.ImageSpec(image=self._image_name(record, cfg), annotations=cfg.image.annotations,
-                               user_specified_image=cfg.image.user_specified_image),
-            image_ref=self._image_ref(record.image_id), image_id=record.image_id, reason=record.reason,
-            message=record.message, labels=record.labels, annotations=record.annotations,
-            mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),
-            stop_signal=cfg.stop_signal)
-        resources = record.details.get("resources")
-        if resources is not None:
-            status.resources.linux.CopyFrom(json_format.ParseDict(resources, pb.LinuxContainerResources()))
-        elif cfg.linux.HasField("resources"):
-            status.resources.linux.CopyFrom(cfg.linux.resources)
-        user = record.details.get("user")
-        if user:
-            status.user.linux.uid = user.get("uid", 0)
-            status.user.linux.gid = user.get("gid", 0)
-            status.user.linux.supplemental_groups.extend(user.get("additionalGids", []))
-        response = pb.ContainerStatusResponse(status=status)
-        if request.verbose:
-            response.info["info"] = json.dumps({
-                "sandboxID": record.sandbox_id, "pid": record.details.get("pid", 0),
-                "runtimeHandler": record.details.get("handler", ""), "bundle": record.details.get("bundle", ""),
-                "cgroupsPath": record.details.get("cgroups_path", "")})
-        return response
+        return container_status(self.deps.images, self.deps.containers.get(request.container_id),
+                                verbose=request.verbose)
 
     @functools.cached_property
     def _container_items(self) -> ItemCache[pb.Container]:
@@ -172,7 +181,7 @@ class Containers(Area):
             if flt.pod_sandbox_id and not record.sandbox_id.startswith(flt.pod_sandbox_id):
                 continue
             if record.image_id not in refs:
-                refs[record.image_id] = self._image_ref(record.image_id)
+                refs[record.image_id] = image_ref(self.deps.images, record.image_id)
             ref = refs[record.image_id]
             out.append(self._container_items.item(record, lambda: pb.Container(
                 id=record.id, pod_sandbox_id=record.sandbox_id, metadata=_metadata(record),

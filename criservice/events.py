@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from api import api_pb2 as pb
+from criservice.containers import container_status
 from criservice.deps import Area
-from runtime import errors, events
+from criservice.sandboxes import sandbox_status
+from runtime import events
 from runtime.events import Event
 
 _TYPES = {events.CREATED: pb.ContainerEventType.CONTAINER_CREATED_EVENT,
@@ -23,30 +25,21 @@ _TYPES = {events.CREATED: pb.ContainerEventType.CONTAINER_CREATED_EVENT,
 
 
 class ContainerEvents(Area):
-    async def _event_response(self, event: Event,
-                              context: grpc.aio.ServicerContext) -> pb.ContainerEventResponse:
+    def _event_response(self, event: Event) -> pb.ContainerEventResponse:
         response = pb.ContainerEventResponse(container_id=event.container_id,
                                              container_event_type=_TYPES[event.kind],
                                              created_at=event.timestamp_ns)
-        try:
-            status = await self.PodSandboxStatus(  # type: ignore[attr-defined]
-                pb.PodSandboxStatusRequest(pod_sandbox_id=event.sandbox_id), context)
-        except errors.NotFound:
+        sandbox = self.deps.sandboxes.find(event.sandbox_id)
+        if sandbox is None:
             return response  # the sandbox is gone: nothing left to describe
-        response.pod_sandbox_status.CopyFrom(status.status)
+        response.pod_sandbox_status.CopyFrom(sandbox_status(sandbox).status)
         for record in self.deps.containers.in_sandbox(event.sandbox_id):
-            if record.details.get("building"):
-                continue
-            try:
-                answer = await self.ContainerStatus(  # type: ignore[attr-defined]
-                    pb.ContainerStatusRequest(container_id=record.id), context)
-            except errors.NotFound:
-                continue  # removed meanwhile
-            response.containers_statuses.append(answer.status)
+            if not record.details.get("building"):
+                response.containers_statuses.append(container_status(self.deps.images, record).status)
         return response
 
     async def GetContainerEvents(self, request: pb.GetEventsRequest,
                                  context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ContainerEventResponse]:
         with self.deps.events.subscribe() as subscription:
             async for event in subscription:
-                yield await self._event_response(event, context)
+                yield self._event_response(event)

@@ -20,6 +20,7 @@ import grpc
 from api import api_pb2 as pb
 from criservice.deps import Area
 from criservice.listing import chunks
+from criservice.stats import pod_usage
 from runtime.cgroupstats import CgroupSample
 from runtime.netstats import InterfaceStats
 from runtime.procstats import ProcessStats, filesystem_device, process_stats
@@ -285,8 +286,7 @@ class PodMetrics(Area):
         return out
 
     async def _pod_sandbox_metrics(self) -> list[pb.PodSandboxMetrics]:
-        pods = await self.pod_usage(  # type: ignore[attr-defined]
-            [s for s in self.deps.sandboxes.list() if not s.details.get("building")])
+        pods = await pod_usage(self.deps, [s for s in self.deps.sandboxes.list() if not s.details.get("building")])
         inputs = await asyncio.to_thread(self._metric_inputs, pods)
         out = []
         for pod in pods:

@@ -64,6 +64,26 @@ def _metadata(record: SandboxRecord) -> pb.PodSandboxMetadata:
                                  attempt=record.attempt)
 
 
+def sandbox_status(record: SandboxRecord, verbose: bool = False) -> pb.PodSandboxStatusResponse:
+    """PodSandboxStatus's answer (GetContainerEvents sends it with every event)."""
+    cfg = sandbox_config(record)
+    ips = record.details.get("ips") or []
+    status = pb.PodSandboxStatus(
+        id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
+        network=pb.PodSandboxNetworkStatus(
+            ip=ips[0] if ips else "", additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(
+            options=cfg.linux.security_context.namespace_options)),
+        labels=record.labels, annotations=record.annotations, runtime_handler=record.handler)
+    response = pb.PodSandboxStatusResponse(status=status, timestamp=time.time_ns())
+    if verbose:
+        details = {k: v for k, v in record.details.items() if k != "pod_args"}
+        response.info["info"] = json.dumps({
+            "id": record.id, "state": record.state, "runtimeHandler": record.handler,
+            "phasesMs": record.details.get("phases_ms", {}), "details": details})
+    return response
+
+
 class Sandboxes(Area):
     def _handler(self, name: str) -> str:
         handler = name or self.deps.config.runtime.default_handler
@@ -98,23 +118,7 @@ class Sandboxes(Area):
 
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
-        record = self.deps.sandboxes.get(request.pod_sandbox_id)
-        cfg = sandbox_config(record)
-        ips = record.details.get("ips") or []
-        status = pb.PodSandboxStatus(
-            id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
-            network=pb.PodSandboxNetworkStatus(
-                ip=ips[0] if ips else "", additional_ips=[pb.PodIP(ip=ip) for ip in ips[1:]]),
-            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(
-                options=cfg.linux.security_context.namespace_options)),
-            labels=record.labels, annotations=record.annotations, runtime_handler=record.handler)
-        response = pb.PodSandboxStatusResponse(status=status, timestamp=time.time_ns())
-        if request.verbose:
-            details = {k: v for k, v in record.details.items() if k != "pod_args"}
-            response.info["info"] = json.dumps({
-                "id": record.id, "state": record.state, "runtimeHandler": record.handler,
-                "phasesMs": record.details.get("phases_ms", {}), "details": details})
-        return response
+        return sandbox_status(self.deps.sandboxes.get(request.pod_sandbox_id), verbose=request.verbose)
 
     @functools.cached_property
     def _sandbox_items(self) -> ItemCache[pb.PodSandbox]:

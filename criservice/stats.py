@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from api import api_pb2 as pb
-from criservice.deps import Area
+from criservice.deps import Area, Deps
 from criservice.listing import chunks, labels_match
 from runtime.cgroupstats import CgroupSample, Psi
 from runtime.netstats import InterfaceStats, NetworkSample
@@ -102,6 +102,16 @@ def pod_stats(u: PodUsage, mountpoint: str) -> pb.PodSandboxStats:
     return pb.PodSandboxStats(attributes=sandbox_attributes(u.record), linux=linux)
 
 
+async def pod_usage(deps: Deps, sandboxes: list[SandboxRecord]) -> list[PodUsage]:
+    """Usage of these pods and their containers (ListPodSandboxMetrics reads it too)."""
+    wanted = {s.id for s in sandboxes}
+    containers_of: dict[str, list[ContainerRecord]] = {}
+    for c in deps.containers.list():
+        if c.sandbox_id in wanted and not c.details.get("building"):
+            containers_of.setdefault(c.sandbox_id, []).append(c)
+    return await deps.stats.pods(sandboxes, containers_of)
+
+
 class ResourceStats(Area):
     @property
     def _layer_mountpoint(self) -> str:
@@ -133,17 +143,8 @@ class ResourceStats(Area):
         for chunk in chunks(stats):
             yield pb.StreamContainerStatsResponse(container_stats=chunk)
 
-    async def pod_usage(self, sandboxes: list[SandboxRecord]) -> list[PodUsage]:
-        """Usage of these pods and their containers (shared with the metrics area)."""
-        wanted = {s.id for s in sandboxes}
-        containers_of: dict[str, list[ContainerRecord]] = {}
-        for c in self.deps.containers.list():
-            if c.sandbox_id in wanted and not c.details.get("building"):
-                containers_of.setdefault(c.sandbox_id, []).append(c)
-        return await self.deps.stats.pods(sandboxes, containers_of)
-
     async def _pod_stats(self, sandboxes: list[SandboxRecord]) -> list[pb.PodSandboxStats]:
-        return [pod_stats(u, self._layer_mountpoint) for u in await self.pod_usage(sandboxes)]
+        return [pod_stats(u, self._layer_mountpoint) for u in await pod_usage(self.deps, sandboxes)]
 
     def _stats_sandboxes(self, flt: pb.PodSandboxStatsFilter) -> list[SandboxRecord]:
         return [s for s in self.deps.sandboxes.list()
