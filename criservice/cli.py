@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from criservice import __version__, config as config_mod, logs
+from criservice import __version__, config as config_mod, daemon_log
 from criservice.config_template import DEFAULT_CONFIG
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return doctor(config)
     # serve
     level = args.log_level or config.log.level
-    logs.configure(level, config.log.format)
+    daemon_log.configure(level, config.log.format)
     # Nothing may land in whatever directory the daemon was started from (every
     # configured path is absolute, and so must be every path a request names).
     os.chdir("/")

@@ -131,39 +131,39 @@ class Containers(Area):
             raise errors.InvalidArgument("pod_sandbox_id is empty")
         if not request.HasField("config"):
             raise errors.InvalidArgument("config is missing")
-        sandbox = self.deps.sandboxes.get(request.pod_sandbox_id)
+        sandbox = self.deps.pod_records.get(request.pod_sandbox_id)
         container = convert.container_input(request.config, request.sandbox_config
                                             if request.HasField("sandbox_config") else sandbox_config(sandbox))
-        record = await self.deps.workloads.create(sandbox.id, container, image_ref=request.config.image.image,
+        record = await self.deps.containers.create(sandbox.id, container, image_ref=request.config.image.image,
                                                   config=request.config.SerializeToString())
         return pb.CreateContainerResponse(container_id=record.id)
 
     async def StartContainer(self, request: pb.StartContainerRequest,
                              context: grpc.aio.ServicerContext) -> pb.StartContainerResponse:
-        await self.deps.workloads.start(self.deps.containers.get(request.container_id).id)
+        await self.deps.containers.start(self.deps.container_records.get(request.container_id).id)
         return pb.StartContainerResponse()
 
     async def StopContainer(self, request: pb.StopContainerRequest,
                             context: grpc.aio.ServicerContext) -> pb.StopContainerResponse:
         if not request.container_id:
             raise errors.InvalidArgument("container_id is empty")
-        record = self.deps.containers.find(request.container_id)
+        record = self.deps.container_records.find(request.container_id)
         if record is not None:  # stopping what is gone already is success
-            await self.deps.workloads.stop(record.id, request.timeout)
+            await self.deps.containers.stop(record.id, request.timeout)
         return pb.StopContainerResponse()
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest,
                               context: grpc.aio.ServicerContext) -> pb.RemoveContainerResponse:
         if not request.container_id:
             raise errors.InvalidArgument("container_id is empty")
-        record = self.deps.containers.find(request.container_id)
+        record = self.deps.container_records.find(request.container_id)
         if record is not None:  # removing what is gone already is success
-            await self.deps.workloads.remove(record.id)
+            await self.deps.containers.remove(record.id)
         return pb.RemoveContainerResponse()
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
-        return container_status(self.deps.images, self.deps.containers.get(request.container_id),
+        return container_status(self.deps.images, self.deps.container_records.get(request.container_id),
                                 verbose=request.verbose)
 
     @functools.cached_property
@@ -174,7 +174,7 @@ class Containers(Area):
         out = []
         # One image lookup (several queries) per image, not per container: pods share images.
         refs: dict[str, str] = {}
-        records = self.deps.containers.list()
+        records = self.deps.container_records.list()
         for record in records:
             if not selected(record, flt, _state(record), building=record.details.get("building", False)):
                 continue
@@ -204,8 +204,8 @@ class Containers(Area):
                        context: grpc.aio.ServicerContext) -> pb.ExecSyncResponse:
         if not request.cmd:
             raise errors.InvalidArgument("cmd is empty")
-        record = self.deps.workloads.running(request.container_id)
-        runtime = self.deps.workloads.runtime_for(record.details["handler"])
+        record = self.deps.containers.running(request.container_id)
+        runtime = self.deps.containers.runtime_for(record.details["handler"])
         result = await runtime.exec_sync(record.id, list(request.cmd),
                                          timeout=float(request.timeout) if request.timeout > 0 else None,
                                          max_output=EXEC_SYNC_MAX_OUTPUT)
@@ -216,13 +216,13 @@ class Containers(Area):
 
     async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest,
                                        context: grpc.aio.ServicerContext) -> pb.UpdateContainerResourcesResponse:
-        record = await self.deps.workloads.update(self.deps.containers.get(request.container_id).id,
+        record = await self.deps.containers.update(self.deps.container_records.get(request.container_id).id,
                                                   convert.resources_input(request.linux))
-        self.deps.containers.update_details(
+        self.deps.container_records.update_details(
             record.id, resources=json_format.MessageToDict(request.linux, preserving_proto_field_name=False))
         return pb.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
                                  context: grpc.aio.ServicerContext) -> pb.ReopenContainerLogResponse:
-        await self.deps.workloads.reopen_log(request.container_id)
+        await self.deps.containers.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from criservice.config import Config
-from criservice.metrics import Metrics
+from criservice.prometheus import Metrics
 from runtime.state import SettingsStore, StateDB
 
 if TYPE_CHECKING:
@@ -30,10 +30,12 @@ class Deps:
     images: "ImageStore"
     puller: "Puller"
     snapshots: "Snapshots"
-    sandboxes: "SandboxStore"
-    containers: "ContainerStore"
+    # One noun per thing: `pods` and `containers` do things (run, stop, remove, recover),
+    # their records are what the state database holds of them.
+    pod_records: "SandboxStore"
+    container_records: "ContainerStore"
     pods: "PodManager"
-    workloads: "ContainerManager"
+    containers: "ContainerManager"
     stats: "Stats"
     events: "EventHub"
     started_at: float = field(default_factory=time.time)

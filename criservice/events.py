@@ -29,11 +29,11 @@ class ContainerEvents(Area):
         response = pb.ContainerEventResponse(container_id=event.container_id,
                                              container_event_type=_TYPES[event.kind],
                                              created_at=event.timestamp_ns)
-        sandbox = self.deps.sandboxes.find(event.sandbox_id)
+        sandbox = self.deps.pod_records.find(event.sandbox_id)
         if sandbox is None:
             return response  # the sandbox is gone: nothing left to describe
         response.pod_sandbox_status.CopyFrom(sandbox_status(sandbox).status)
-        for record in self.deps.containers.in_sandbox(event.sandbox_id):
+        for record in self.deps.container_records.in_sandbox(event.sandbox_id):
             if not record.details.get("building"):
                 response.containers_statuses.append(container_status(self.deps.images, record).status)
         return response

@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError, Message
 
 from criservice import validation
-from criservice.metrics import Metrics
+from criservice.prometheus import Metrics
 from runtime import errors
 
 log = logging.getLogger("criservice.grpc")

@@ -1,5 +1,5 @@
 """Pod sandbox RPCs: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
-ListPodSandbox, StreamPodSandboxes."""
+ListPodSandbox, StreamPodSandboxes, UpdatePodSandboxResources."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import json_format
 
 from api import api_pb2 as pb
 from criservice.deps import Area
@@ -102,23 +103,33 @@ class Sandboxes(Area):
                              context: grpc.aio.ServicerContext) -> pb.StopPodSandboxResponse:
         if not request.pod_sandbox_id:
             raise errors.InvalidArgument("pod_sandbox_id is empty")
-        record = self.deps.sandboxes.find(request.pod_sandbox_id)
+        record = self.deps.pod_records.find(request.pod_sandbox_id)
         if record is not None:  # stopping what is gone already is success, as the kubelet expects
-            await self.deps.pods.stop(record.id, self.deps.workloads.stop_all)
+            await self.deps.pods.stop(record.id, self.deps.containers.stop_all)
         return pb.StopPodSandboxResponse()
 
     async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,
                                context: grpc.aio.ServicerContext) -> pb.RemovePodSandboxResponse:
         if not request.pod_sandbox_id:
             raise errors.InvalidArgument("pod_sandbox_id is empty")
-        record = self.deps.sandboxes.find(request.pod_sandbox_id)
+        record = self.deps.pod_records.find(request.pod_sandbox_id)
         if record is not None:  # removing what is gone already is success
-            await self.deps.pods.remove(record.id, self.deps.workloads.stop_all, self.deps.workloads.remove_all)
+            await self.deps.pods.remove(record.id, self.deps.containers.stop_all, self.deps.containers.remove_all)
         return pb.RemovePodSandboxResponse()
 
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
-        return sandbox_status(self.deps.sandboxes.get(request.pod_sandbox_id), verbose=request.verbose)
+        return sandbox_status(self.deps.pod_records.get(request.pod_sandbox_id), verbose=request.verbose)
+
+    async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest,
+                                        context: grpc.aio.ServicerContext) -> pb.UpdatePodSandboxResourcesResponse:
+        """The kubelet sizes the pod cgroup itself; the runtime keeps what it was told (shown by
+        `crictl inspectp`) for its own accounting and for plugins."""
+        record = self.deps.pod_records.get(request.pod_sandbox_id)
+        self.deps.pod_records.update_details(record.id, pod_resources={
+            "overhead": json_format.MessageToDict(request.overhead),
+            "resources": json_format.MessageToDict(request.resources)})
+        return pb.UpdatePodSandboxResourcesResponse()
 
     @functools.cached_property
     def _sandbox_items(self) -> ItemCache[pb.PodSandbox]:
@@ -126,7 +137,7 @@ class Sandboxes(Area):
 
     def _list_sandboxes(self, flt: pb.PodSandboxFilter) -> list[pb.PodSandbox]:
         out = []
-        records = self.deps.sandboxes.list()
+        records = self.deps.pod_records.list()
         for record in records:
             # A sandbox is not one until RunPodSandbox returned it.
             if not selected(record, flt, _state(record), building=record.details.get("building", False)):

@@ -15,7 +15,7 @@ from criservice import __version__, services
 from criservice.config import Config, ConfigError
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
-from criservice.metrics import Metrics
+from criservice.prometheus import Metrics
 from criservice.sdnotify import Notifier
 from runtime.cni import CniNetwork
 from runtime.cni_config import CniConfigError, load_network
@@ -86,8 +86,8 @@ class Daemon:
         db = StateDB(os.path.join(self.config.paths.state_dir, "state.db"))
         self.deps = self._machinery(db, metrics)
         # Containers first: a pod's stop or removal that a crash interrupted needs them known.
-        await self.deps.workloads.recover()
-        await self.deps.pods.recover(self.deps.workloads.stop_all, self.deps.workloads.remove_all)
+        await self.deps.containers.recover()
+        await self.deps.pods.recover(self.deps.containers.stop_all, self.deps.containers.remove_all)
         streaming = self.config.streaming
         self.deps.streaming = StreamingServer(streaming.address, streaming.port, idle_timeout=streaming.idle_timeout,
                                               tls=_tls_context(streaming.tls_cert_file, streaming.tls_key_file))
@@ -149,8 +149,8 @@ class Daemon:
                           on_phases=metrics.observe_pod_phases,
                           on_event=on_event)
         metrics.watch(state_metrics(sandboxes, containers, hub))
-        return Deps(cfg, db, metrics, images, puller, snapshots, sandboxes, containers, pods, workloads,
-                    stats, hub)
+        return Deps(cfg, db, metrics, images, puller, snapshots, pod_records=sandboxes, container_records=containers,
+                    pods=pods, containers=workloads, stats=stats, events=hub)
 
     def _network(self) -> CniNetwork:
         """The pod network as configured now: a changed conflist applies to the next pod."""
@@ -181,7 +181,7 @@ class Daemon:
         if self.deps is not None:
             if self.deps.streaming is not None:
                 await self.deps.streaming.close()
-            await self.deps.workloads.close()
+            await self.deps.containers.close()
             self.deps.stats.close()
             await self.deps.puller.close()
             await self.deps.puller.client.aclose()

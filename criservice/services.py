@@ -17,7 +17,7 @@ from criservice.deps import Deps
 from criservice.containers import Containers
 from criservice.events import ContainerEvents
 from criservice.images import Images
-from criservice.podmetrics import PodMetrics
+from criservice.pod_metrics import PodMetrics
 from criservice.runtime_info import RuntimeInfo
 from criservice.sandboxes import Sandboxes
 from criservice.streaming import Streaming

@@ -106,7 +106,7 @@ async def pod_usage(deps: Deps, sandboxes: list[SandboxRecord]) -> list[PodUsage
     """Usage of these pods and their containers (ListPodSandboxMetrics reads it too)."""
     wanted = {s.id for s in sandboxes}
     containers_of: dict[str, list[ContainerRecord]] = {}
-    for c in deps.containers.list():
+    for c in deps.container_records.list():
         if c.sandbox_id in wanted and not c.details.get("building"):
             containers_of.setdefault(c.sandbox_id, []).append(c)
     return await deps.stats.pods(sandboxes, containers_of)
@@ -118,7 +118,7 @@ class ResourceStats(Area):
         return self.deps.snapshots.root
 
     def _stats_containers(self, flt: pb.ContainerStatsFilter) -> list[ContainerRecord]:
-        return [r for r in self.deps.containers.list()
+        return [r for r in self.deps.container_records.list()
                 if not r.details.get("building") and r.id.startswith(flt.id)
                 and r.sandbox_id.startswith(flt.pod_sandbox_id) and labels_match(r.labels, flt.label_selector)]
 
@@ -127,7 +127,7 @@ class ResourceStats(Area):
 
     async def ContainerStats(self, request: pb.ContainerStatsRequest,
                              context: grpc.aio.ServicerContext) -> pb.ContainerStatsResponse:
-        record = self.deps.containers.get(request.container_id)
+        record = self.deps.container_records.get(request.container_id)
         (stats,) = await self._container_stats([record])
         return pb.ContainerStatsResponse(stats=stats)
 
@@ -147,13 +147,13 @@ class ResourceStats(Area):
         return [pod_stats(u, self._layer_mountpoint) for u in await pod_usage(self.deps, sandboxes)]
 
     def _stats_sandboxes(self, flt: pb.PodSandboxStatsFilter) -> list[SandboxRecord]:
-        return [s for s in self.deps.sandboxes.list()
+        return [s for s in self.deps.pod_records.list()
                 if not s.details.get("building") and s.id.startswith(flt.id)
                 and labels_match(s.labels, flt.label_selector)]
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,
                               context: grpc.aio.ServicerContext) -> pb.PodSandboxStatsResponse:
-        (stats,) = await self._pod_stats([self.deps.sandboxes.get(request.pod_sandbox_id)])
+        (stats,) = await self._pod_stats([self.deps.pod_records.get(request.pod_sandbox_id)])
         return pb.PodSandboxStatsResponse(stats=stats)
 
     async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,

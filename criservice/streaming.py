@@ -32,8 +32,8 @@ class Streaming(Area):
         if not request.cmd:
             raise errors.InvalidArgument("cmd is empty")
         _check_streams("exec", request.stdin, request.stdout, request.stderr, request.tty)
-        record = self.deps.workloads.running(request.container_id)
-        runtime = self.deps.workloads.runtime_for(record.details["handler"])
+        record = self.deps.containers.running(request.container_id)
+        runtime = self.deps.containers.runtime_for(record.details["handler"])
         run = ExecSession(runtime, record.id, list(request.cmd), tty=request.tty)   # type: ignore[arg-type]
         url = self._server().url(RemoteCommandRequest("exec", run, request.stdin, request.stdout,
                                                       request.stderr, request.tty))
@@ -43,8 +43,8 @@ class Streaming(Area):
         if not request.container_id:
             raise errors.InvalidArgument("container_id is empty")
         _check_streams("attach", request.stdin, request.stdout, request.stderr, request.tty)
-        record = self.deps.workloads.running(request.container_id)
-        runtime = self.deps.workloads.runtime_for(record.details["handler"])
+        record = self.deps.containers.running(request.container_id)
+        runtime = self.deps.containers.runtime_for(record.details["handler"])
         config = pb.ContainerConfig.FromString(record.config)
         run = AttachSession(runtime, record.id, tty=config.tty,
                             stdin_once=config.stdin_once)
@@ -56,7 +56,7 @@ class Streaming(Area):
                           context: grpc.aio.ServicerContext) -> pb.PortForwardResponse:
         if not request.pod_sandbox_id:
             raise errors.InvalidArgument("pod_sandbox_id is empty")
-        sandbox = self.deps.sandboxes.get(request.pod_sandbox_id)
+        sandbox = self.deps.pod_records.get(request.pod_sandbox_id)
         if sandbox.state != SANDBOX_READY:
             raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
         for port in request.port:

@@ -51,7 +51,7 @@ def test_prune_forgets_records_that_are_gone() -> None:
 async def test_lists_show_every_change_of_a_record(channel: grpc.aio.Channel, daemon: Daemon) -> None:
     rt = api_pb2_grpc.RuntimeServiceStub(channel)
     assert daemon.deps is not None
-    pods, containers = daemon.deps.sandboxes, daemon.deps.containers
+    pods, containers = daemon.deps.pod_records, daemon.deps.container_records
     pods.add(_pod("a" * 64))
     containers.add(_container("c" * 64, "a" * 64))
     first = await rt.ListContainers(pb.ListContainersRequest())

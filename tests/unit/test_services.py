@@ -174,7 +174,7 @@ async def test_container_events_stream_to_several_subscribers(channel: grpc.aio.
 
 
 def test_event_subscriptions_count_but_have_no_latency() -> None:
-    from criservice.metrics import Metrics
+    from criservice.prometheus import Metrics
     m = Metrics()
     m.observe("GetContainerEvents", "CANCELLED", 3600.0)
     m.observe("Version", "OK", 0.001)

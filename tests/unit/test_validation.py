@@ -14,7 +14,7 @@ import pytest
 from api import api_pb2 as pb, api_pb2_grpc
 from criservice import validation
 from criservice.interceptors import MAX_STATUS_MESSAGE, ErrorMappingInterceptor
-from criservice.metrics import Metrics
+from criservice.prometheus import Metrics
 from runtime import errors
 
 # What must never reach a client: a traceback or the name of a Python exception class.

@@ -286,7 +286,7 @@ class PodMetrics(Area):
         return out
 
     async def _pod_sandbox_metrics(self) -> list[pb.PodSandboxMetrics]:
-        pods = await pod_usage(self.deps, [s for s in self.deps.sandboxes.list() if not s.details.get("building")])
+        pods = await pod_usage(self.deps, [s for s in self.deps.pod_records.list() if not s.details.get("building")])
         inputs = await asyncio.to_thread(self._metric_inputs, pods)
         out = []
         for pod in pods:

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from criservice.logs import JsonFormatter, TextFormatter
+from criservice.daemon_log import JsonFormatter, TextFormatter
 
 
 def _record(msg: str, **fields: object) -> logging.LogRecord:

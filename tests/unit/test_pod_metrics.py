@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api import api_pb2 as pb
-from criservice.podmetrics import BASE_LABELS, Fs, Inputs, container_metrics, descriptors, pod_metrics
+from criservice.pod_metrics import BASE_LABELS, Fs, Inputs, container_metrics, descriptors, pod_metrics
 from runtime.cgroupstats import BlkioEntry, CgroupSample, Psi
 from runtime.fsusage import Usage
 from runtime.netstats import InterfaceStats, NetworkSample

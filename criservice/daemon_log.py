@@ -1,4 +1,5 @@
-"""Structured logging to stderr: `text` (key=value) or `json` (one object per line).
+"""The daemon's own log (container logs are conmon's), structured, to stderr: `text`
+(key=value) or `json` (one object per line).
 
 Call sites pass structured fields with `extra={"fields": {...}}`.
 """
