@@ -27,7 +27,8 @@ from runtime import binaries
 from runtime.images.store import ImageStore
 from runtime.images.unpack import UnpackLimits
 from runtime.locks import PidLock
-from runtime.oci.runtime import OCIRuntime, RuncConmon
+from runtime.oci.runc import RuncConmon
+from runtime.oci.runtime import OCIRuntime
 from runtime.pods import PodManager
 from runtime.records import ContainerStore, SandboxStore
 from runtime.snapshots import Snapshots

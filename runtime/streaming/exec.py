@@ -20,7 +20,7 @@ import termios
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from runtime.oci.runtime import ExecCommand
+from runtime.oci.runc import ExecCommand
 from runtime.streaming.channels import Outcome
 from runtime.streaming.session import RemoteStreams, pump
 

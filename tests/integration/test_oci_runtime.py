@@ -31,7 +31,9 @@ from typing import Any
 import pytest
 
 from runtime import errors
-from runtime.oci.runtime import DirWatcher, OCIError, RuncConmon
+from runtime.oci.dirwatch import DirWatcher
+from runtime.oci.runc import RuncConmon
+from runtime.oci.runtime import OCIError
 from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
 REPO = Path(__file__).resolve().parents[2]
@@ -437,7 +439,7 @@ async def test_resize_reaches_the_terminal(env: Env) -> None:
 CREATOR = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
-from runtime.oci.runtime import RuncConmon
+from runtime.oci.runc import RuncConmon
 from tests.registry_helpers import TEST_REGISTRY, registry_is_up
 
 async def main(runc, root, conmon, state, cid, bundle, log):
