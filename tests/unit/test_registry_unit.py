@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.images import registry
+from runtime.images import manifests, registry
 from runtime.images.auth import (AuthCache, Challenge, ChallengeError, Credentials,
                                  parse_token_response, parse_www_authenticate)
 from runtime.images.reference import parse
@@ -101,8 +101,8 @@ def _manifest(layer_type: str = "application/vnd.oci.image.layer.v1.tar+gzip",
 
 @pytest.mark.parametrize("body,content_type", [
     ({"schemaVersion": 1, "name": "a", "tag": "b", "fsLayers": []}, "application/json"),
-    ({"schemaVersion": 1, "name": "a"}, registry.DOCKER_SCHEMA1_SIGNED),
-    ({"schemaVersion": 2}, registry.DOCKER_SCHEMA1),
+    ({"schemaVersion": 1, "name": "a"}, manifests.DOCKER_SCHEMA1_SIGNED),
+    ({"schemaVersion": 2}, manifests.DOCKER_SCHEMA1),
 ])
 def test_schema1_is_refused_with_advice(body: dict[str, Any], content_type: str) -> None:
     with pytest.raises(UnsupportedManifest) as info:
@@ -113,12 +113,12 @@ def test_schema1_is_refused_with_advice(body: dict[str, Any], content_type: str)
 
 def test_manifest_media_type_from_body_header_or_shape() -> None:
     oci = json.dumps(_manifest()).encode()
-    assert parse_manifest(oci, "application/json", "w")[0] == registry.OCI_MANIFEST
-    assert parse_manifest(oci, registry.DOCKER_MANIFEST, "w")[0] == registry.DOCKER_MANIFEST
-    typed = json.dumps(_manifest(mediaType=registry.DOCKER_MANIFEST)).encode()
-    assert parse_manifest(typed, "text/plain", "w")[0] == registry.DOCKER_MANIFEST
+    assert parse_manifest(oci, "application/json", "w")[0] == manifests.OCI_MANIFEST
+    assert parse_manifest(oci, manifests.DOCKER_MANIFEST, "w")[0] == manifests.DOCKER_MANIFEST
+    typed = json.dumps(_manifest(mediaType=manifests.DOCKER_MANIFEST)).encode()
+    assert parse_manifest(typed, "text/plain", "w")[0] == manifests.DOCKER_MANIFEST
     index = json.dumps({"schemaVersion": 2, "manifests": []}).encode()
-    assert parse_manifest(index, "", "w")[0] == registry.OCI_INDEX
+    assert parse_manifest(index, "", "w")[0] == manifests.OCI_INDEX
 
 
 def test_unknown_or_malformed_manifest() -> None:
@@ -127,7 +127,7 @@ def test_unknown_or_malformed_manifest() -> None:
     with pytest.raises(UnsupportedManifest, match="not valid JSON"):
         parse_manifest(b"<html>", "text/html", "w")
     with pytest.raises(UnsupportedManifest, match="not a JSON object"):
-        parse_manifest(b"[1]", registry.OCI_MANIFEST, "w")
+        parse_manifest(b"[1]", manifests.OCI_MANIFEST, "w")
 
 
 def test_image_descriptors() -> None:
@@ -135,7 +135,7 @@ def test_image_descriptors() -> None:
     assert config.digest == D["1"] and config.size == 10
     assert [(layer.media_type, layer.digest) for layer in layers] == [
         ("application/vnd.oci.image.layer.v1.tar+gzip", D["2"])]
-    for layer_type in registry.LAYER_TYPES:
+    for layer_type in manifests.LAYER_TYPES:
         image_descriptors(_manifest(layer_type), "w")
 
 
@@ -159,11 +159,11 @@ def test_bad_descriptors(manifest: dict[str, Any], message: str) -> None:
 
 def _entry(digest: str, os: str, arch: str, variant: str | None = None, **annotations: str) -> dict[str, Any]:
     plat = {"os": os, "architecture": arch, **({"variant": variant} if variant is not None else {})}
-    return {"mediaType": registry.OCI_MANIFEST, "digest": digest, "size": 100, "platform": plat,
+    return {"mediaType": manifests.OCI_MANIFEST, "digest": digest, "size": 100, "platform": plat,
             **({"annotations": annotations} if annotations else {})}
 
 
-INDEX = {"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": [
+INDEX = {"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "manifests": [
     _entry(D["a"], "unknown", "unknown", **{"vnd.docker.reference.type": "attestation-manifest"}),
     _entry(D["1"], "linux", "amd64"),
     _entry(D["2"], "linux", "arm64"),
@@ -206,7 +206,7 @@ def test_host_platform(monkeypatch: pytest.MonkeyPatch) -> None:
     for machine, expected in [("x86_64", Platform("linux", "amd64", "")),
                               ("aarch64", Platform("linux", "arm64", "v8")),
                               ("armv7l", Platform("linux", "arm", "v7"))]:
-        monkeypatch.setattr(registry._platform, "machine", lambda m=machine: m)
+        monkeypatch.setattr(manifests._platform, "machine", lambda m=machine: m)
         assert Platform.host() == expected
     assert str(Platform("linux", "arm", "v7")) == "linux/arm/v7"
 
