@@ -284,9 +284,12 @@ class ContainerManager:
         state = await self.runtime_for(record.details["handler"]).state(container_id)
         if state.exit_code is None:
             return record
-        oom = False
+        oom = state.oom_killed
         if record.details.get("cgroups_path"):
-            oom = await asyncio.to_thread(cgroups.oom_killed, record.details["cgroups_path"])
+            try:
+                oom = await asyncio.to_thread(cgroups.oom_killed, record.details["cgroups_path"])
+            except FileNotFoundError:
+                pass  # the cgroup went with its last process (systemd removes an empty scope)
         reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
         # stop() and the exit watcher both come here when a stop makes the container
         # exit: the first to get past the awaits records the exit, once.
