@@ -5,8 +5,8 @@
 #   3. brings up hack/e2e-env.sh and runs the integration and end-to-end tests
 #      (real runc, conmon, CNI, registry; crictl and critest as clients), then a
 #      real kubelet's (hack/kubelet-e2e.sh), a one-node cluster's through kubectl
-#      (hack/cluster-e2e.sh) and the CI focus of the node conformance suite
-#      (hack/node-e2e.sh)
+#      (hack/cluster-e2e.sh), the CI focus of the node conformance suite
+#      (hack/node-e2e.sh) and the guest suite on cgroup v2 under systemd (hack/vm.sh test)
 #   4. tears the environment down, and exits non-zero if anything failed.
 # Extra arguments go to every pytest run (e.g. -x, -k NAME).
 set -euo pipefail
@@ -43,9 +43,11 @@ rc=0
 "$ROOT/hack/cluster-e2e.sh" "$@" || rc=$?
 ((rc == 0 || rc == 5)) || status=1
 
-if (($# == 0)); then   # a pytest selection (-k NAME) leaves the ginkgo suite out
+if (($# == 0)); then   # a pytest selection (-k NAME) leaves the ginkgo suite and the guest out
     echo "=== Kubernetes node conformance, the CI focus (hack/node-e2e.sh)"
     "$ROOT/hack/node-e2e.sh" || status=1
+    echo "=== cgroup v2 and systemd: the guest suite under qemu (hack/vm.sh test)"
+    "$ROOT/hack/vm.sh" test || status=1
 fi
 
 if ((status)); then echo "=== FAILED"; else echo "=== all tests passed"; fi

@@ -36,13 +36,19 @@ source "$ROOT/hack/lib/packages.sh"
 log() { echo "vm: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# need CMD:PACKAGE...: the host tools this script runs, installed from Debian's packages
+# when missing (only these tools: the guest's own packages come with its image).
 need() {
     local cmd pkg missing=()
     for cmd in "$@"; do
         pkg=${cmd#*:}; cmd=${cmd%%:*}
         command -v "$cmd" >/dev/null || missing+=("$pkg")
     done
-    ((${#missing[@]} == 0)) || die "${missing[*]} missing (apt-get install ${missing[*]})"
+    ((${#missing[@]} == 0)) && return
+    ((EUID == 0)) || die "${missing[*]} missing (apt-get install ${missing[*]})"
+    log "apt-get install ${missing[*]}"
+    local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}")
+    "${install[@]}" >&2 || { apt-get update -q >&2 && "${install[@]}" >&2; } || die "cannot install ${missing[*]}"
 }
 
 # The image's key: what it is made from. The guest's fstab and units name the
