@@ -421,11 +421,16 @@ async def test_pinning_works_on_a_shared_mount(tmp_path: Path) -> None:
         mounts.unmount(shared, detach=True)
 
 
-async def test_failed_pinning_leaves_nothing(tmp_path: Path) -> None:
-    """hostname(1) refuses the name after unshare mounted both files: both are undone."""
+async def test_failed_pinning_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command unshare runs fails after unshare mounted both files (here sysctl is
+    not on PATH): both are undone."""
     pod_dir = tmp_path / "pod"
-    with pytest.raises(namespaces.NamespaceError, match="hostname"):
-        await namespaces.create_ipc_uts(str(pod_dir), "a..b-", ipc=True, uts=True)
+    only_unshare = tmp_path / "bin"
+    only_unshare.mkdir()
+    (only_unshare / "unshare").symlink_to(shutil.which("unshare") or "/usr/bin/unshare")
+    monkeypatch.setenv("PATH", str(only_unshare))
+    with pytest.raises(namespaces.NamespaceError, match="sysctl"):
+        await namespaces.create_ipc_uts(str(pod_dir), "web-0", ipc=True, uts=True)
     assert os.listdir(pod_dir) == [] and mounts.mount_points(str(pod_dir)) == []
     with pytest.raises(errors.InvalidArgument):
         await namespaces.create_ipc_uts(str(pod_dir), "-n", ipc=False, uts=True)
