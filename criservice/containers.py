@@ -17,7 +17,7 @@ from criservice.deps import Area
 from criservice.listing import ItemCache, chunks, selected
 from criservice.sandboxes import sandbox_config
 from runtime import errors
-from runtime.images.store import ImageStore
+from runtime.images.store import ImageRecord, ImageStore
 from runtime.oci.specinput import SandboxInput
 from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, ContainerRecord,
                              SandboxRecord)
@@ -74,11 +74,14 @@ def _state(record: ContainerRecord) -> pb.ContainerState:
 
 def image_ref(images: ImageStore, image_id: str) -> str:
     """A digest the image can be pulled by again, as the kubelet shows it; else the id."""
-    image = images.get(image_id)
+    return _pullable_ref(images.get(image_id), image_id)
+
+
+def _pullable_ref(image: ImageRecord | None, image_id: str) -> str:
     return image.repo_digests[0] if image is not None and image.repo_digests else image_id
 
 
-def _image_name(images: ImageStore, record: ContainerRecord, cfg: pb.ContainerConfig) -> str:
+def _image_name(image: ImageRecord | None, record: ContainerRecord, cfg: pb.ContainerConfig) -> str:
     """The image as its user named it, which the kubelet shows as the pod's
     containerStatuses[].image: it sends the image's id as `image` and the pod spec's
     name as `user_specified_image`. Without that name (crictl, older kubelets), a
@@ -86,7 +89,6 @@ def _image_name(images: ImageStore, record: ContainerRecord, cfg: pb.ContainerCo
     if cfg.image.user_specified_image:
         return cfg.image.user_specified_image
     if record.image_ref in (record.image_id, record.image_id.removeprefix("sha256:")):
-        image = images.get(record.image_id)
         if image is not None and image.repo_tags:
             return image.repo_tags[0]
     return record.image_ref
@@ -96,12 +98,13 @@ def container_status(images: ImageStore, record: ContainerRecord,
                      verbose: bool = False) -> pb.ContainerStatusResponse:
     """ContainerStatus's answer (GetContainerEvents sends it with every event)."""
     cfg = _config(record)
+    image = images.get(record.image_id)   # one lookup for both the name and the digest
     status = pb.ContainerStatus(
         id=record.id, metadata=_metadata(record), state=_state(record), created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at, exit_code=record.exit_code,
-        image=pb.ImageSpec(image=_image_name(images, record, cfg), annotations=cfg.image.annotations,
+        image=pb.ImageSpec(image=_image_name(image, record, cfg), annotations=cfg.image.annotations,
                            user_specified_image=cfg.image.user_specified_image),
-        image_ref=image_ref(images, record.image_id), image_id=record.image_id, reason=record.reason,
+        image_ref=_pullable_ref(image, record.image_id), image_id=record.image_id, reason=record.reason,
         message=record.message, labels=record.labels, annotations=record.annotations,
         mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),
         stop_signal=cfg.stop_signal)
