@@ -15,8 +15,9 @@
 # The guest has no network but its loopback (-nic none) and downloads nothing. The
 # checkout reaches it by virtio-9p at the same path (with the image's venv mounted
 # over .venv, and .tools/bin as the host built it); the test images by a read-only
-# share of the local registry's storage (hack/registry.sh), which the guest copies. The job's log and status come back in
-# _out/vm/ of the checkout, the guest's console in _out/vm/console.log.
+# share of the local registry's storage (hack/registry.sh), which the guest copies.
+# The job's log and status come back in _out/vm/ of the checkout, the guest's console
+# in _out/vm/console.log.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,9 +95,9 @@ build_rootfs() {   # build_rootfs DIR
     chroot "$dir" env -u PIP_FIND_LINKS "$GUEST_VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" >&2
     # The stamp hack/install-deps.sh looks for, so the guest never runs pip.
     touch "$dir$GUEST_VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    chroot "$dir" apt-get clean   # the image keeps no .debs
     umount_chroot
     rm -f "$dir/usr/sbin/policy-rc.d"
-    apt-get -o RootDir="$dir" clean 2>/dev/null || rm -rf "$dir"/var/cache/apt/archives/*.deb
 }
 
 configure_guest() {   # configure_guest DIR
@@ -150,6 +151,8 @@ build() {
     rm -rf --one-file-system "$work/rootfs"
     rm -rf "$IMAGE" && mv "$work" "$IMAGE"
     trap - EXIT
+    # Images of other inputs are out of date: only the newest one is kept.
+    find "$VM_DIR" -mindepth 1 -maxdepth 1 ! -name "${IMAGE##*/}" ! -name "*.build" -exec rm -rf --one-file-system {} +
     log "image built in $((SECONDS - start)) s: $IMAGE ($(du -sh --apparent-size "$IMAGE/rootfs.img" | cut -f1) sparse)"
 }
 
