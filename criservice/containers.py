@@ -9,18 +9,14 @@ import json
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import json_format
 
 from api import api_pb2 as pb
 from criservice import convert
 from criservice.deps import Area
 from criservice.listing import ItemCache, chunks, selected
-from criservice.sandboxes import sandbox_config
 from runtime import errors
 from runtime.images.store import ImageRecord, ImageStore
-from runtime.oci.specinput import SandboxInput
-from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, ContainerRecord,
-                             SandboxRecord)
+from runtime.records import CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, ContainerRecord
 
 _STATES = {CONTAINER_CREATED: pb.ContainerState.CONTAINER_CREATED,
            CONTAINER_RUNNING: pb.ContainerState.CONTAINER_RUNNING,
@@ -30,36 +26,18 @@ _STATES = {CONTAINER_CREATED: pb.ContainerState.CONTAINER_CREATED,
 EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024
 
 
-def sandbox_input(record: SandboxRecord) -> SandboxInput:
-    """What the OCI spec builder needs from a pod: the record's facts plus its CRI config."""
-    cfg = sandbox_config(record)
-    d = record.details
-    pod_dir = d.get("pod_dir", "")
-    return SandboxInput(
-        id=record.id, name=record.name, namespace=record.namespace, uid=record.uid, attempt=record.attempt,
-        hostname=d.get("hostname", ""), netns_path=d.get("netns"), ipc_ns_path=d.get("ipc_ns"),
-        uts_ns_path=d.get("uts_ns"), pid_ns_path=d.get("pid_ns"),
-        host_network=d.get("host_network", False), host_pid=d.get("host_pid", False),
-        host_ipc=d.get("host_ipc", False), cgroup_parent=d.get("cgroup_parent", ""),
-        sysctls=d.get("sysctls", {}), resolv_conf_path=f"{pod_dir}/resolv.conf",
-        hosts_path=f"{pod_dir}/hosts", hostname_path=f"{pod_dir}/hostname", shm_path=d.get("shm", ""),
-        labels=record.labels, annotations=record.annotations, log_directory=d.get("log_directory", ""),
-        runtime_handler=record.handler,
-        security=convert.pod_security_input(cfg.linux.security_context))
-
-
 def _config(record: ContainerRecord) -> pb.ContainerConfig:
     return pb.ContainerConfig.FromString(record.config)
 
 
 def _mounts(record: ContainerRecord, cfg: pb.ContainerConfig) -> list[pb.Mount]:
     """The mounts asked for; an image volume also names the image it resolved to."""
-    volumes = record.details.get("image_volumes", {})
+    volumes = record.image_volumes
     out = []
     for m in cfg.mounts:
         if m.HasField("image") and m.container_path in volumes:
             m = pb.Mount.FromString(m.SerializeToString())
-            m.image.image_ref = volumes[m.container_path]["image_id"]
+            m.image.image_ref = volumes[m.container_path].image_id
         out.append(m)
     return out
 
@@ -106,24 +84,21 @@ def container_status(images: ImageStore, record: ContainerRecord,
                            user_specified_image=cfg.image.user_specified_image),
         image_ref=_pullable_ref(image, record.image_id), image_id=record.image_id, reason=record.reason,
         message=record.message, labels=record.labels, annotations=record.annotations,
-        mounts=_mounts(record, cfg), log_path=record.details.get("log_path", ""),
+        mounts=_mounts(record, cfg), log_path=record.log_path,
         stop_signal=cfg.stop_signal)
-    resources = record.details.get("resources")
-    if resources is not None:
-        status.resources.linux.CopyFrom(json_format.ParseDict(resources, pb.LinuxContainerResources()))
+    if record.resources is not None:
+        status.resources.linux.CopyFrom(convert.resources_to_pb(record.resources))
     elif cfg.linux.HasField("resources"):
         status.resources.linux.CopyFrom(cfg.linux.resources)
-    user = record.details.get("user")
-    if user:
-        status.user.linux.uid = user.get("uid", 0)
-        status.user.linux.gid = user.get("gid", 0)
-        status.user.linux.supplemental_groups.extend(user.get("additionalGids", []))
+    if record.user is not None:
+        status.user.linux.uid = record.user.uid
+        status.user.linux.gid = record.user.gid
+        status.user.linux.supplemental_groups.extend(record.user.additional_gids)
     response = pb.ContainerStatusResponse(status=status)
     if verbose:
         response.info["info"] = json.dumps({
-            "sandboxID": record.sandbox_id, "pid": record.details.get("pid", 0),
-            "runtimeHandler": record.details.get("handler", ""), "bundle": record.details.get("bundle", ""),
-            "cgroupsPath": record.details.get("cgroups_path", "")})
+            "sandboxID": record.sandbox_id, "pid": record.pid, "runtimeHandler": record.handler,
+            "bundle": record.bundle, "cgroupsPath": record.cgroups_path})
     return response
 
 
@@ -135,8 +110,12 @@ class Containers(Area):
         if not request.HasField("config"):
             raise errors.InvalidArgument("config is missing")
         sandbox = self.deps.pod_records.get(request.pod_sandbox_id)
-        container = convert.container_input(request.config, request.sandbox_config
-                                            if request.HasField("sandbox_config") else sandbox_config(sandbox))
+        # The kubelet sends the pod's config again; crictl often does not, and then the
+        # record's stands in.
+        pod_ns = sandbox.pod.namespaces
+        if request.HasField("sandbox_config"):
+            pod_ns = convert.pod_namespaces(request.sandbox_config)
+        container = convert.container_input(request.config, pod_ns)
         record = await self.deps.containers.create(sandbox.id, container, image_ref=request.config.image.image,
                                                   config=request.config.SerializeToString())
         return pb.CreateContainerResponse(container_id=record.id)
@@ -179,7 +158,7 @@ class Containers(Area):
         refs: dict[str, str] = {}
         records = self.deps.container_records.list()
         for record in records:
-            if not selected(record, flt, _state(record), building=record.details.get("building", False)):
+            if not selected(record, flt, _state(record), building=record.building):
                 continue
             if flt.pod_sandbox_id and not record.sandbox_id.startswith(flt.pod_sandbox_id):
                 continue
@@ -208,7 +187,7 @@ class Containers(Area):
         if not request.cmd:
             raise errors.InvalidArgument("cmd is empty")
         record = self.deps.containers.running(request.container_id)
-        runtime = self.deps.containers.runtime_for(record.details["handler"])
+        runtime = self.deps.containers.runtime_for(record.handler)
         result = await runtime.exec_sync(record.id, list(request.cmd),
                                          timeout=float(request.timeout) if request.timeout > 0 else None,
                                          max_output=EXEC_SYNC_MAX_OUTPUT)
@@ -219,10 +198,8 @@ class Containers(Area):
 
     async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest,
                                        context: grpc.aio.ServicerContext) -> pb.UpdateContainerResourcesResponse:
-        record = await self.deps.containers.update(self.deps.container_records.get(request.container_id).id,
-                                                  convert.resources_input(request.linux))
-        self.deps.container_records.update_details(
-            record.id, resources=json_format.MessageToDict(request.linux, preserving_proto_field_name=False))
+        await self.deps.containers.update(self.deps.container_records.get(request.container_id).id,
+                                          convert.resources_input(request.linux))
         return pb.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,

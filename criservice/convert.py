@@ -35,9 +35,10 @@ _PROPAGATION_PB: dict[Propagation, pb.MountPropagation] = {
     "bidirectional": pb.PROPAGATION_BIDIRECTIONAL,
 }
 _PROPAGATION: dict[int, Propagation] = {int(v): k for k, v in _PROPAGATION_PB.items()}
-_NAMESPACE: dict[int, NamespaceMode] = {
-    pb.POD: "pod", pb.CONTAINER: "container", pb.NODE: "node", pb.TARGET: "target",
+_NAMESPACE_PB: dict[NamespaceMode, pb.NamespaceMode] = {
+    "pod": pb.POD, "container": pb.CONTAINER, "node": pb.NODE, "target": pb.TARGET,
 }
+_NAMESPACE: dict[int, NamespaceMode] = {int(v): k for k, v in _NAMESPACE_PB.items()}
 _PROFILE: dict[int, ProfileType] = {
     pb.SecurityProfile.RuntimeDefault: "runtime_default",
     pb.SecurityProfile.Unconfined: "unconfined",
@@ -249,16 +250,36 @@ def namespaces_input(ns: pb.NamespaceOption, field: str) -> NamespacesInput:
         if ns.HasField("userns_options") else None)
 
 
+def namespace_option(ns: NamespacesInput) -> pb.NamespaceOption:
+    """The CRI form of namespace options, as PodSandboxStatus shows them."""
+    out = pb.NamespaceOption(network=_NAMESPACE_PB[ns.network], pid=_NAMESPACE_PB[ns.pid], ipc=_NAMESPACE_PB[ns.ipc],
+                             target_id=ns.target_id)
+    if ns.userns is not None:
+        out.userns_options.CopyFrom(pb.UserNamespace(
+            mode=_NAMESPACE_PB[ns.userns.mode],
+            uids=[pb.IDMapping(host_id=m.host_id, container_id=m.container_id, length=m.length)
+                  for m in ns.userns.uids],
+            gids=[pb.IDMapping(host_id=m.host_id, container_id=m.container_id, length=m.length)
+                  for m in ns.userns.gids]))
+    return out
+
+
+def pod_namespaces(cfg: pb.PodSandboxConfig) -> NamespacesInput | None:
+    """A pod's namespace options, which stand in for a container's own when it has none."""
+    ctx = cfg.linux.security_context
+    if not ctx.HasField("namespace_options"):
+        return None
+    return namespaces_input(ctx.namespace_options, "sandbox_config.linux.security_context.namespace_options")
+
+
 def security_input(ctx: pb.LinuxContainerSecurityContext, field: str,
-                   pod_namespaces: pb.NamespaceOption | None = None) -> SecurityInput:
-    """`pod_namespaces` stands in when the container has no namespace_options of its
+                   pod_namespaces: NamespacesInput | None = None) -> SecurityInput:
+    """`pod_namespaces` stand in when the container has no namespace_options of its
     own (the kubelet always sends both; crictl's container configs often do not)."""
     if ctx.HasField("namespace_options"):
         namespaces = namespaces_input(ctx.namespace_options, f"{field}.namespace_options")
-    elif pod_namespaces is not None:
-        namespaces = namespaces_input(pod_namespaces, "sandbox_config.linux.security_context.namespace_options")
     else:
-        namespaces = NamespacesInput()
+        namespaces = pod_namespaces or NamespacesInput()
     caps = ctx.capabilities
     return SecurityInput(
         cap_add=tuple(caps.add_capabilities), cap_drop=tuple(caps.drop_capabilities),
@@ -305,7 +326,7 @@ def _env(kv: pb.KeyValue, field: str) -> tuple[str, str]:
         raise errors.InvalidArgument(f"{field}.value is not UTF-8 text") from None
 
 
-def container_input(config: pb.ContainerConfig, sandbox_config: pb.PodSandboxConfig) -> ContainerInput:
+def container_input(config: pb.ContainerConfig, pod_namespaces: NamespacesInput | None) -> ContainerInput:
     if not config.HasField("metadata") or not config.metadata.name:
         raise errors.InvalidArgument("config.metadata.name is empty")
     if not config.HasField("image") or not config.image.image:
@@ -313,8 +334,6 @@ def container_input(config: pb.ContainerConfig, sandbox_config: pb.PodSandboxCon
     if config.CDI_devices:   # refused rather than ignored: the container would run without its device
         raise errors.Unimplemented("config.CDI_devices: CDI devices are not supported")
     linux = config.linux
-    pod_ns = sandbox_config.linux.security_context.namespace_options \
-        if sandbox_config.linux.security_context.HasField("namespace_options") else None
     return ContainerInput(
         name=config.metadata.name, attempt=config.metadata.attempt,
         command=tuple(config.command), args=tuple(config.args),
@@ -325,5 +344,5 @@ def container_input(config: pb.ContainerConfig, sandbox_config: pb.PodSandboxCon
         labels=dict(config.labels), annotations=dict(config.annotations), log_path=config.log_path,
         tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
         resources=resources_input(linux.resources) if linux.HasField("resources") else None,
-        security=security_input(linux.security_context, "config.linux.security_context", pod_ns),
+        security=security_input(linux.security_context, "config.linux.security_context", pod_namespaces),
         stop_signal=signal_name(config.stop_signal))

@@ -34,7 +34,7 @@ class ContainerEvents(Area):
             return response  # the sandbox is gone: nothing left to describe
         response.pod_sandbox_status.CopyFrom(sandbox_status(sandbox).status)
         for record in self.deps.container_records.in_sandbox(event.sandbox_id):
-            if not record.details.get("building"):
+            if not record.building:
                 response.containers_statuses.append(container_status(self.deps.images, record).status)
         return response
 

@@ -3,6 +3,7 @@ and the Prometheus metrics computed at scrape time."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -32,7 +33,7 @@ def lifecycle_listener(hub: EventHub, stats: Stats, sandboxes: SandboxStore,
         if container_id == sandbox_id and kind == events.STOPPED:
             # Its network namespace is gone: close the netlink socket that pins it.
             record = sandboxes.find(sandbox_id)
-            stats.forget(sandbox_id, netns=record.details.get("netns") if record is not None else None)
+            stats.forget(sandbox_id, netns=(record.netns or None) if record is not None else None)
         elif kind == events.DELETED:
             stats.forget(container_id)
 
@@ -48,10 +49,9 @@ def _timeline(sandboxes: SandboxStore, containers: ContainerStore, kind: str, co
     if sandbox is None or container is None:
         return
     key = f"{container.name} {kind}"
-    timeline = dict(sandbox.details.get("timeline_ms") or {})
-    if key not in timeline:
-        timeline[key] = round((timestamp_ns - sandbox.created_at) / 1e6, 3)
-        sandboxes.update_details(sandbox_id, timeline_ms=timeline)
+    if key not in sandbox.timeline_ms:
+        timeline = {**sandbox.timeline_ms, key: round((timestamp_ns - sandbox.created_at) / 1e6, 3)}
+        sandboxes.update(sandbox_id, lambda r: dataclasses.replace(r, timeline_ms=timeline))
 
 
 def state_metrics(sandboxes: SandboxStore, containers: ContainerStore,

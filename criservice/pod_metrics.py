@@ -281,12 +281,12 @@ class PodMetrics(Area):
             for u in pod.containers:
                 if u.cgroup is None:
                     continue
-                pids = reader.processes(u.record.details.get("cgroups_path", ""))
+                pids = reader.processes(u.record.cgroups_path)
                 out[u.record.id] = Inputs(u, u.cgroup, process_stats(pids), fs)
         return out
 
     async def _pod_sandbox_metrics(self) -> list[pb.PodSandboxMetrics]:
-        pods = await pod_usage(self.deps, [s for s in self.deps.pod_records.list() if not s.details.get("building")])
+        pods = await pod_usage(self.deps, [s for s in self.deps.pod_records.list() if not s.building])
         inputs = await asyncio.to_thread(self._metric_inputs, pods)
         out = []
         for pod in pods:

@@ -16,6 +16,7 @@ from criservice.config import Config, ConfigError
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
 from criservice.prometheus import Metrics
+from criservice.sandboxes import LegacyRecords
 from criservice.sdnotify import Notifier
 from runtime.cni import CniNetwork
 from runtime.cni_config import CniConfigError, load_network
@@ -127,7 +128,7 @@ class Daemon:
                         limits=UnpackLimits(max_bytes=cfg.image.max_layer_bytes,
                                             allow_devices=os.geteuid() == 0),
                         on_done=pulled)
-        sandboxes, containers = SandboxStore(db), ContainerStore(db)
+        sandboxes, containers = SandboxStore(db, LegacyRecords()), ContainerStore(db, LegacyRecords())
         runtimes: dict[str, OCIRuntime] = {}
         conmon = binaries.resolve(cfg.runtime.conmon) or cfg.runtime.conmon
         for name, handler in cfg.runtime.handlers.items():
@@ -138,13 +139,12 @@ class Daemon:
                 continue
             runtimes[name] = RuncConmon(name, path, cfg.handler_root(name), conmon,
                                         os.path.join(cfg.paths.run_dir, "conmon", name))
-        from criservice.containers import sandbox_input
         from criservice.observe import lifecycle_listener, state_metrics
         hub, stats = EventHub(), Stats(snapshots.root)
         on_event = lifecycle_listener(hub, stats, sandboxes, containers)
         workloads = ContainerManager(containers, sandboxes, images, snapshots, puller, runtimes,
                                      cgroup_driver=cfg.runtime.cgroup_driver, pause_image=cfg.image.pause_image,
-                                     sandbox_input=sandbox_input, on_oom=metrics.observe_oom, on_event=on_event)
+                                     on_oom=metrics.observe_oom, on_event=on_event)
         pods = PodManager(sandboxes, run_dir=cfg.paths.run_dir, netns_dir=cfg.paths.netns_dir,
                           network=self._network, infra=workloads, cgroup_driver=cfg.runtime.cgroup_driver,
                           on_phases=metrics.observe_pod_phases,

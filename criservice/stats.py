@@ -107,7 +107,7 @@ async def pod_usage(deps: Deps, sandboxes: list[SandboxRecord]) -> list[PodUsage
     wanted = {s.id for s in sandboxes}
     containers_of: dict[str, list[ContainerRecord]] = {}
     for c in deps.container_records.list():
-        if c.sandbox_id in wanted and not c.details.get("building"):
+        if c.sandbox_id in wanted and not c.building:
             containers_of.setdefault(c.sandbox_id, []).append(c)
     return await deps.stats.pods(sandboxes, containers_of)
 
@@ -119,7 +119,7 @@ class ResourceStats(Area):
 
     def _stats_containers(self, flt: pb.ContainerStatsFilter) -> list[ContainerRecord]:
         return [r for r in self.deps.container_records.list()
-                if not r.details.get("building") and r.id.startswith(flt.id)
+                if not r.building and r.id.startswith(flt.id)
                 and r.sandbox_id.startswith(flt.pod_sandbox_id) and labels_match(r.labels, flt.label_selector)]
 
     async def _container_stats(self, records: list[ContainerRecord]) -> list[pb.ContainerStats]:
@@ -148,7 +148,7 @@ class ResourceStats(Area):
 
     def _stats_sandboxes(self, flt: pb.PodSandboxStatsFilter) -> list[SandboxRecord]:
         return [s for s in self.deps.pod_records.list()
-                if not s.details.get("building") and s.id.startswith(flt.id)
+                if not s.building and s.id.startswith(flt.id)
                 and labels_match(s.labels, flt.label_selector)]
 
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,

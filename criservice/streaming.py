@@ -33,7 +33,7 @@ class Streaming(Area):
             raise errors.InvalidArgument("cmd is empty")
         _check_streams("exec", request.stdin, request.stdout, request.stderr, request.tty)
         record = self.deps.containers.running(request.container_id)
-        runtime = self.deps.containers.runtime_for(record.details["handler"])
+        runtime = self.deps.containers.runtime_for(record.handler)
         run = ExecSession(runtime, record.id, list(request.cmd), tty=request.tty)   # type: ignore[arg-type]
         url = self._server().url(RemoteCommandRequest("exec", run, request.stdin, request.stdout,
                                                       request.stderr, request.tty))
@@ -44,7 +44,7 @@ class Streaming(Area):
             raise errors.InvalidArgument("container_id is empty")
         _check_streams("attach", request.stdin, request.stdout, request.stderr, request.tty)
         record = self.deps.containers.running(request.container_id)
-        runtime = self.deps.containers.runtime_for(record.details["handler"])
+        runtime = self.deps.containers.runtime_for(record.handler)
         config = pb.ContainerConfig.FromString(record.config)
         run = AttachSession(runtime, record.id, tty=config.tty,
                             stdin_once=config.stdin_once)
@@ -62,8 +62,8 @@ class Streaming(Area):
         for port in request.port:
             if not 0 < port < 65536:
                 raise errors.InvalidArgument(f"port {port} is out of range")
-        netns = None if sandbox.details.get("host_network") else sandbox.details.get("netns")
-        if netns is None and not sandbox.details.get("host_network"):
+        netns = None if sandbox.pod.host_network else (sandbox.netns or None)
+        if netns is None and not sandbox.pod.host_network:
             raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} has no network namespace")
         url = self._server().url(PortForwardRequest(dialer(netns), tuple(request.port)))
         return pb.PortForwardResponse(url=url)

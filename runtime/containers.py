@@ -31,7 +31,8 @@ from runtime.oci.runtime import OCIRuntime
 from runtime.oci.spec import build_infra_spec, build_spec, linux_resources
 from runtime.oci.specinput import ContainerInput, ImageInput, ResourcesInput, SandboxInput
 from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, SANDBOX_READY,
-                             ContainerRecord, ContainerStore, SandboxRecord, SandboxStore, now_ns)
+                             ContainerRecord, ContainerStore, ImageVolume, ProcessUser, SandboxRecord,
+                             SandboxStore, now_ns)
 from runtime.snapshots import Snapshots
 from runtime.tasks import every
 
@@ -45,6 +46,27 @@ def image_input(image: ImageRecord, rootfs: str, name: str) -> ImageInput:
         env=tuple(cfg.get("Env") or ()), working_dir=cfg.get("WorkingDir") or "", user=cfg.get("User") or "",
         stop_signal=cfg.get("StopSignal") or "", volumes=tuple(cfg.get("Volumes") or {}),
         exposed_ports=tuple(cfg.get("ExposedPorts") or {}))
+
+
+def sandbox_input(record: SandboxRecord) -> SandboxInput:
+    """What the OCI spec builder needs of a pod: its record, spec and made namespaces."""
+    pod = record.pod
+    return SandboxInput(
+        id=record.id, name=record.name, namespace=record.namespace, uid=record.uid, attempt=record.attempt,
+        hostname=record.hostname, netns_path=record.netns or None, ipc_ns_path=record.ipc_ns or None,
+        uts_ns_path=record.uts_ns or None, pid_ns_path=record.pid_ns or None,
+        host_network=pod.host_network, host_pid=pod.host_pid, host_ipc=pod.host_ipc,
+        cgroup_parent=pod.cgroup_parent, sysctls=pod.sysctls, resolv_conf_path=f"{record.pod_dir}/resolv.conf",
+        hosts_path=f"{record.pod_dir}/hosts", hostname_path=f"{record.pod_dir}/hostname", shm_path=record.shm,
+        labels=record.labels, annotations=record.annotations, log_directory=pod.log_directory,
+        runtime_handler=record.handler, security=pod.security)
+
+
+def _process_user(spec: dict[str, Any]) -> ProcessUser | None:
+    user = spec.get("process", {}).get("user")
+    if not user:
+        return None
+    return ProcessUser(user.get("uid", 0), user.get("gid", 0), tuple(user.get("additionalGids", ())))
 
 
 def _signal_number(name: str) -> int:
@@ -62,7 +84,6 @@ class ContainerManager:
     def __init__(self, store: ContainerStore, sandboxes: SandboxStore, images: ImageStore,
                  snapshots: Snapshots, puller: Puller, runtimes: dict[str, OCIRuntime], *,
                  cgroup_driver: str, pause_image: str,
-                 sandbox_input: Callable[[SandboxRecord], SandboxInput],
                  on_oom: Callable[[ContainerRecord], None] | None = None,
                  on_event: Callable[[str, str, str, int], None] | None = None) -> None:
         self.store = store
@@ -73,7 +94,6 @@ class ContainerManager:
         self.runtimes = runtimes
         self.cgroup_driver = cgroup_driver
         self.pause_image = pause_image
-        self.sandbox_input = sandbox_input
         self.on_oom = on_oom
         self.on_event = on_event  # (kind, container id, sandbox id, time ns): see runtime.events
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -87,7 +107,7 @@ class ContainerManager:
 
     def _cgroups_path(self, sandbox: SandboxRecord, ident: str) -> str:
         try:
-            return cgroups.cgroups_path(self.cgroup_driver, sandbox.details.get("cgroup_parent", ""), ident)
+            return cgroups.cgroups_path(self.cgroup_driver, sandbox.pod.cgroup_parent, ident)
         except ValueError as e:
             raise errors.InvalidArgument(f"pod sandbox config.linux.cgroup_parent: {e}") from None
 
@@ -112,15 +132,14 @@ class ContainerManager:
         image = self.images.lookup(image_ref)
         if image is None:
             raise errors.NotFound(f"image {image_ref!r} not found: pull it first")
-        log_dir = sandbox.details.get("log_directory") or ""
+        log_dir = sandbox.pod.log_directory
         log_path = logpaths.join(log_dir, container.log_path) if log_dir and container.log_path else ""
         container_id = secrets.token_hex(32)
         cgroups_path = self._cgroups_path(sandbox, container_id)
         record = ContainerRecord(
             container_id, sandbox.id, container.name, container.attempt, CONTAINER_CREATED, now_ns(),
             image.id, image_ref, config, labels=dict(container.labels), annotations=dict(container.annotations),
-            details={"building": True, "handler": sandbox.handler, "log_path": log_path,
-                     "cgroups_path": cgroups_path})
+            handler=sandbox.handler, cgroups_path=cgroups_path, log_path=log_path, building=True)
         self.store.add(record)  # ALREADY_EXISTS for a live duplicate name
         crash_point("container.create.recorded")
         try:
@@ -138,35 +157,34 @@ class ContainerManager:
         rootfs = await self.snapshots.mount(record.id)
         container = await self._image_volumes(record.id, container)
         crash_point("container.create.rootfs")
-        cgroups_path = record.details["cgroups_path"]
         target_ns = None
         if container.security.namespaces.pid == "target":
             target = self.store.get(container.security.namespaces.target_id)
-            if not target.details.get("pid"):
+            if not target.pid:
                 raise errors.FailedPrecondition(f"target container {target.id} is not running")
-            target_ns = f"/proc/{target.details['pid']}/ns/pid"
+            target_ns = f"/proc/{target.pid}/ns/pid"
         spec = await asyncio.to_thread(
-            build_spec, container, self.sandbox_input(sandbox), image_input(image, rootfs, record.image_ref),
-            container_id=record.id, rootfs=rootfs, cgroups_path=cgroups_path, target_pid_ns_path=target_ns)
+            build_spec, container, sandbox_input(sandbox), image_input(image, rootfs, record.image_ref),
+            container_id=record.id, rootfs=rootfs, cgroups_path=record.cgroups_path, target_pid_ns_path=target_ns)
         await asyncio.to_thread(_write_json, os.path.join(snap.path, "config.json"), spec)
         crash_point("container.create.spec")
-        if record.details["log_path"]:
-            await asyncio.to_thread(logpaths.prepare, sandbox.details["log_directory"], record.details["log_path"])
-        log_path = record.details["log_path"] or os.path.join(snap.path, "container.log")
+        if record.log_path:
+            await asyncio.to_thread(logpaths.prepare, sandbox.pod.log_directory, record.log_path)
+        log_path = record.log_path or os.path.join(snap.path, "container.log")
         runtime = self.runtime_for(sandbox.handler)
         pid = await runtime.create(record.id, snap.path, log_path=log_path, tty=container.tty,
                                    stdin=container.stdin, stdin_once=container.stdin_once,
                                    systemd_cgroup=self.cgroup_driver == "systemd")
         crash_point("container.create.runtime")
         stop_signal = container.stop_signal or image_input(image, "", "").stop_signal
-        self.store.update_details(record.id, building=False, bundle=snap.path, pid=pid,
-                                  stop_signal=stop_signal, tty=container.tty,
-                                  user=spec.get("process", {}).get("user", {}))
+        user = _process_user(spec)
+        self.store.update(record.id, lambda r: dataclasses.replace(
+            r, building=False, bundle=snap.path, pid=pid, stop_signal=stop_signal, user=user))
 
     async def _image_volumes(self, container_id: str, container: ContainerInput) -> ContainerInput:
         """Each image volume becomes a snapshot of its image of its own (which keeps the
         image's layers alive), mounted and bound read-only, or the sub path of it."""
-        volumes: dict[str, dict[str, str]] = {}
+        volumes: dict[str, ImageVolume] = {}
         resolved = []
         for i, m in enumerate(container.mounts):
             if not m.image:
@@ -178,15 +196,16 @@ class ContainerManager:
                 raise errors.NotFound(f"{where}: image {m.image!r} of the image volume is not present: pull it first")
             snapshot_id = f"{container_id}-vol{i}"
             self.snapshots.create(snapshot_id, image)
-            volumes[m.container_path] = {"snapshot": snapshot_id, "image_id": image.id}
-            self.store.update_details(container_id, image_volumes=volumes)
+            volumes[m.container_path] = ImageVolume(snapshot_id, image.id)
+            made = dict(volumes)
+            self.store.update(container_id, lambda r: dataclasses.replace(r, image_volumes=made))
             root = await self.snapshots.mount(snapshot_id)
             resolved.append(dataclasses.replace(m, host_path=_inside(root, m.image_sub_path, where)))
         return dataclasses.replace(container, mounts=tuple(resolved)) if volumes else container
 
     async def _remove_snapshots(self, record: ContainerRecord) -> None:
-        for volume in record.details.get("image_volumes", {}).values():
-            await self.snapshots.remove(volume["snapshot"])
+        for volume in record.image_volumes.values():
+            await self.snapshots.remove(volume.snapshot)
         await self.snapshots.remove(record.id)
 
     async def _undo(self, container_id: str) -> None:
@@ -202,20 +221,20 @@ class ContainerManager:
                           extra={"fields": {"container": container_id}})
             self.store.transition(container_id, CONTAINER_EXITED, finished_at=now_ns(), exit_code=128,
                                   reason="CreateError", message=errors.shown(str(e), 512))
-            self.store.update_details(container_id, building=False)
+            self.store.update(container_id, lambda r: dataclasses.replace(r, building=False))
             return
         self.store.delete(container_id)
 
     async def _remove_parts(self, record: ContainerRecord) -> None:
         """The runtime's container (and its conmon), the root filesystem and image
         volumes, and the cgroup: every step is tried, then the first failure raised."""
-        runtime = self.runtimes.get(record.details.get("handler", ""))
+        runtime = self.runtimes.get(record.handler)
         steps: list[Callable[[], Awaitable[None]]] = []
         if runtime is not None:
             steps.append(lambda: runtime.delete(record.id, force=True))
         steps.append(lambda: self._remove_snapshots(self.store.get(record.id)))
-        if record.details.get("cgroups_path"):
-            steps.append(lambda: asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"]))
+        if record.cgroups_path:
+            steps.append(lambda: asyncio.to_thread(cgroups.remove_cgroup, record.cgroups_path))
         await every(steps)
 
     # ---- start, stop, exits ---------------------------------------------------------------
@@ -223,12 +242,12 @@ class ContainerManager:
     async def start(self, container_id: str) -> ContainerRecord:
         async with self.lock(container_id):
             record = self.store.get(container_id)
-            if record.state != CONTAINER_CREATED or record.details.get("building"):
+            if record.state != CONTAINER_CREATED or record.building:
                 raise errors.FailedPrecondition(f"container {record.id} is {record.state}, not created")
             sandbox = self.sandboxes.get(record.sandbox_id)
             if sandbox.state != SANDBOX_READY:
                 raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
-            runtime = self.runtime_for(record.details["handler"])
+            runtime = self.runtime_for(record.handler)
             try:
                 await runtime.start(record.id)
             except errors.CRIError as e:
@@ -250,7 +269,7 @@ class ContainerManager:
         record, or start failed late) becomes RUNNING; one that ran and exited gets its
         exit. False when the runtime says it never started."""
         record = self.store.get(container_id)
-        state = await self.runtime_for(record.details["handler"]).state(container_id)
+        state = await self.runtime_for(record.handler).state(container_id)
         if state.status in ("running", "paused"):
             started = procfs.start_time_ns(state.pid) or now_ns()
             self._event("started", self.store.transition(container_id, CONTAINER_RUNNING, started_at=started))
@@ -272,7 +291,7 @@ class ContainerManager:
         record = self.store.find(container_id)
         if record is None:
             return
-        runtime = self.runtime_for(record.details["handler"])
+        runtime = self.runtime_for(record.handler)
         await runtime.wait_exit(container_id, None)
         await self._record_exit(container_id)
 
@@ -281,13 +300,13 @@ class ContainerManager:
         record = self.store.find(container_id)
         if record is None or record.state == CONTAINER_EXITED:
             return record
-        state = await self.runtime_for(record.details["handler"]).state(container_id)
+        state = await self.runtime_for(record.handler).state(container_id)
         if state.exit_code is None:
             return record
         oom = state.oom_killed
-        if record.details.get("cgroups_path"):
+        if record.cgroups_path:
             try:
-                oom = await asyncio.to_thread(cgroups.oom_killed, record.details["cgroups_path"])
+                oom = await asyncio.to_thread(cgroups.oom_killed, record.cgroups_path)
             except FileNotFoundError:
                 pass  # the cgroup went with its last process (systemd removes an empty scope)
         reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
@@ -311,14 +330,14 @@ class ContainerManager:
             record = self.store.get(container_id)
             if record.state == CONTAINER_EXITED:
                 return record
-            runtime = self.runtime_for(record.details["handler"])
+            runtime = self.runtime_for(record.handler)
             if record.state == CONTAINER_CREATED:
                 # Never started: kill the waiting init process so conmon writes an exit.
                 await runtime.kill(container_id, signal.SIGKILL, all_processes=False)
                 await runtime.wait_exit(container_id, 10)
             else:
                 await runtime.stop(container_id, max(timeout, 0),
-                                   _signal_number(record.details.get("stop_signal", "")))
+                                   _signal_number(record.stop_signal))
             crash_point("container.stop.signalled")
             return await self._record_exit(container_id) or record
 
@@ -327,9 +346,9 @@ class ContainerManager:
         record = self.store.find(container_id)
         if record is None:
             return
-        if record.details.get("building"):
+        if record.building:
             raise errors.FailedPrecondition(f"container {record.id} is still being created")
-        self.store.update_details(container_id, removing=True)
+        self.store.update(container_id, lambda r: dataclasses.replace(r, removing=True))
         crash_point("container.remove.marked")
         if record.state != CONTAINER_EXITED:
             await self.stop(container_id, 0)
@@ -340,12 +359,12 @@ class ContainerManager:
             watcher = self._watchers.pop(container_id, None)
             if watcher is not None:
                 watcher.cancel()
-            runtime = self.runtime_for(record.details["handler"])
+            runtime = self.runtime_for(record.handler)
             await runtime.delete(container_id)
             crash_point("container.remove.runtime")
             await self._remove_snapshots(record)
-            if record.details.get("cgroups_path"):
-                await asyncio.to_thread(cgroups.remove_cgroup, record.details["cgroups_path"])
+            if record.cgroups_path:
+                await asyncio.to_thread(cgroups.remove_cgroup, record.cgroups_path)
             crash_point("container.remove.rootfs")
             self.store.delete(container_id)
         self._event("deleted", record)
@@ -373,10 +392,11 @@ class ContainerManager:
         infra_id = "infra-" + sandbox.id
         cgroups_path = self._cgroups_path(sandbox, infra_id)
         # Recorded before anything is made, so that an undo finds all of it.
-        self.sandboxes.update_details(sandbox.id, infra_id=infra_id, infra_cgroups_path=cgroups_path)
+        self.sandboxes.update(sandbox.id, lambda r: dataclasses.replace(
+            r, infra_id=infra_id, infra_cgroups_path=cgroups_path))
         snap = self.snapshots.create(infra_id, image)
         rootfs = await self.snapshots.mount(infra_id)
-        spec = await asyncio.to_thread(build_infra_spec, self.sandbox_input(sandbox),
+        spec = await asyncio.to_thread(build_infra_spec, sandbox_input(sandbox),
                                        image_input(image, rootfs, self.pause_image),
                                        rootfs=rootfs, cgroups_path=cgroups_path)
         await asyncio.to_thread(_write_json, os.path.join(snap.path, "config.json"), spec)
@@ -387,7 +407,7 @@ class ContainerManager:
         return infra_id, pid
 
     async def stop_infra(self, sandbox: SandboxRecord) -> None:
-        infra_id = sandbox.details.get("infra_id")
+        infra_id = sandbox.infra_id
         if not infra_id:
             return
         runtime = self.runtime_for(sandbox.handler)
@@ -396,13 +416,13 @@ class ContainerManager:
             await runtime.stop(infra_id, 2, signal.SIGTERM)
 
     async def remove_infra(self, sandbox: SandboxRecord) -> None:
-        infra_id = sandbox.details.get("infra_id")
+        infra_id = sandbox.infra_id
         if not infra_id:
             return
         await self.runtime_for(sandbox.handler).delete(infra_id, force=True)
         await self.snapshots.remove(infra_id)
-        if sandbox.details.get("infra_cgroups_path"):
-            await asyncio.to_thread(cgroups.remove_cgroup, sandbox.details["infra_cgroups_path"])
+        if sandbox.infra_cgroups_path:
+            await asyncio.to_thread(cgroups.remove_cgroup, sandbox.infra_cgroups_path)
 
     # ---- exec, update, logs -------------------------------------------------------------------
 
@@ -411,8 +431,8 @@ class ContainerManager:
         if record.state not in (CONTAINER_CREATED, CONTAINER_RUNNING):
             raise errors.FailedPrecondition(f"container {record.id} is {record.state}; nothing to update")
         linux = await asyncio.to_thread(linux_resources, resources)
-        await self.runtime_for(record.details["handler"]).update(record.id, linux)
-        return record
+        await self.runtime_for(record.handler).update(record.id, linux)
+        return self.store.update(record.id, lambda r: dataclasses.replace(r, resources=resources))
 
     def running(self, container_id: str) -> ContainerRecord:
         record = self.store.get(container_id)
@@ -434,22 +454,22 @@ class ContainerManager:
                 log.exception("recovering a container failed; it is retried by RemoveContainer",
                               extra={"fields": {"container": record.id}})
         keep = {r.id for r in self.store.list()}
-        keep |= {v["snapshot"] for r in self.store.list() for v in r.details.get("image_volumes", {}).values()}
-        keep |= {s.details["infra_id"] for s in self.sandboxes.list() if s.details.get("infra_id")}
+        keep |= {v.snapshot for r in self.store.list() for v in r.image_volumes.values()}
+        keep |= {s.infra_id for s in self.sandboxes.list() if s.infra_id}
         await asyncio.to_thread(self.snapshots.recover, keep)
 
     async def _recover_one(self, record: ContainerRecord) -> None:
-        if record.details.get("building"):
+        if record.building:
             log.info("removing a container a crash left half-built", extra={"fields": {"container": record.id}})
             await self._undo(record.id)
             return
-        if record.details.get("removing"):
+        if record.removing:
             log.info("finishing the removal of a container", extra={"fields": {"container": record.id}})
             await self.remove(record.id)
             return
         if record.state == CONTAINER_EXITED:
             return
-        runtime = self.runtimes.get(record.details.get("handler", ""))
+        runtime = self.runtimes.get(record.handler)
         if runtime is None:
             return
         state = await runtime.state(record.id)
@@ -469,10 +489,10 @@ class ContainerManager:
         """conmon reopens the log path by name: what is there now (the kubelet rotated the
         file away; a container may have planted something) is checked first."""
         record = self.running(container_id)
-        if record.details.get("log_path"):
+        if record.log_path:
             sandbox = self.sandboxes.get(record.sandbox_id)
-            await asyncio.to_thread(logpaths.prepare, sandbox.details["log_directory"], record.details["log_path"])
-        await self.runtime_for(record.details["handler"]).reopen_log(record.id)
+            await asyncio.to_thread(logpaths.prepare, sandbox.pod.log_directory, record.log_path)
+        await self.runtime_for(record.handler).reopen_log(record.id)
 
     async def close(self) -> None:
         for task in list(self._watchers.values()):

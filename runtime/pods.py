@@ -14,6 +14,7 @@ whatever a crash interrupted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -29,6 +30,7 @@ from runtime import cgroups, errors, mounts, namespaces
 from runtime.cni import CniError, CniNetwork, can_carry
 from runtime.crashpoints import crash_point
 from runtime.logpaths import NAME_MAX, PATH_MAX
+from runtime.podspec import PodSpec
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
 from runtime.tasks import every, together
 
@@ -43,14 +45,6 @@ LABELS_MAX = 256 * 1024      # Kubernetes' limit on a pod's annotations, applied
 
 
 @dataclass(frozen=True)
-class PortMapping:
-    protocol: str          # "tcp", "udp" or "sctp"
-    container_port: int
-    host_port: int
-    host_ip: str = ""
-
-
-@dataclass(frozen=True)
 class PodRequest:
     name: str
     namespace: str
@@ -58,20 +52,9 @@ class PodRequest:
     attempt: int
     handler: str
     config: bytes                       # opaque to runtime/: the gRPC face's serialised config
-    hostname: str = ""
-    log_directory: str = ""
-    dns_servers: tuple[str, ...] = ()
-    dns_searches: tuple[str, ...] = ()
-    dns_options: tuple[str, ...] = ()
-    port_mappings: tuple[PortMapping, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    host_network: bool = False
-    host_ipc: bool = False
-    host_pid: bool = False
-    shared_pid: bool = False            # containers share one PID namespace: needs an infra process
-    cgroup_parent: str = ""
-    sysctls: dict[str, str] = field(default_factory=dict)
+    pod: PodSpec = PodSpec()
 
 
 class InfraRunner(Protocol):
@@ -129,32 +112,24 @@ class PodManager:
         validate(req, self.cgroup_driver)
         sandbox_id = secrets.token_hex(32)
         pod_dir = self.pod_dir(sandbox_id)
-        details: dict[str, Any] = {
-            "building": True, "pod_dir": pod_dir, "hostname": _hostname(req),
-            "log_directory": os.path.normpath(req.log_directory) if req.log_directory else "",
-            "host_network": req.host_network,
-            "host_ipc": req.host_ipc, "host_pid": req.host_pid, "shared_pid": req.shared_pid,
-            "cgroup_parent": req.cgroup_parent, "sysctls": req.sysctls,
-            "port_mappings": [pm.__dict__ for pm in req.port_mappings],
-            "pod_args": {"K8S_POD_NAMESPACE": req.namespace, "K8S_POD_NAME": req.name,
-                         "K8S_POD_INFRA_CONTAINER_ID": sandbox_id, "K8S_POD_UID": req.uid},
-        }
+        pod = dataclasses.replace(req.pod, log_directory=os.path.normpath(req.pod.log_directory)
+                                  if req.pod.log_directory else "")
         record = SandboxRecord(sandbox_id, req.name, req.namespace, req.uid, req.attempt, SANDBOX_NOTREADY,
-                               now_ns(), req.handler, req.config, dict(req.labels), dict(req.annotations), details)
+                               now_ns(), req.handler, req.config, dict(req.labels), dict(req.annotations),
+                               pod=pod, hostname=_hostname(req), pod_dir=pod_dir, building=True)
         self.store.add(record)  # ALREADY_EXISTS for a live duplicate name
         crash_point("pod.run.recorded")
         phases = Phases()
         try:
-            await phases.run("files", asyncio.to_thread(_write_pod_files, pod_dir, req, details["hostname"],
-                                                        details["log_directory"]))
+            await phases.run("files", asyncio.to_thread(_write_pod_files, pod_dir, pod, record.hostname))
             crash_point("pod.run.files")
-            await phases.run("namespaces", self._namespaces(sandbox_id, req, details["hostname"]))
+            await phases.run("namespaces", self._namespaces(sandbox_id, pod, record.hostname))
             crash_point("pod.run.namespaces")
             # The network and the infra process need the namespaces, not each other.
             steps = []
-            if not req.host_network:
+            if not pod.host_network:
                 steps.append(phases.run("network", self._network_up(sandbox_id)))
-            if req.shared_pid and not req.host_pid:
+            if pod.shared_pid and not pod.host_pid:
                 steps.append(phases.run("infra", self._start_infra(sandbox_id)))
             await together(*steps)
         except BaseException as e:
@@ -162,7 +137,8 @@ class PodManager:
                 "sandbox": sandbox_id, "pod": record.display_name, "error": str(e)}})
             await asyncio.shield(self._undo(sandbox_id))
             raise
-        self.store.update(sandbox_id, SANDBOX_READY, building=False, phases_ms=phases.ms)
+        self.store.update(sandbox_id, lambda r: dataclasses.replace(
+            r, state=SANDBOX_READY, building=False, phases_ms=phases.ms))
         crash_point("pod.run.ready")
         record = self.store.get(sandbox_id)
         self._event("created", sandbox_id)
@@ -173,50 +149,47 @@ class PodManager:
             "sandbox": sandbox_id, "pod": record.display_name, "phases_ms": phases.ms}})
         return record
 
-    async def _namespaces(self, sandbox_id: str, req: PodRequest, hostname: str) -> None:
-        steps: list[Coroutine[Any, Any, object]] = [self._ipc_uts(sandbox_id, req, hostname)]
-        if not req.host_network:
+    async def _namespaces(self, sandbox_id: str, pod: PodSpec, hostname: str) -> None:
+        steps: list[Coroutine[Any, Any, object]] = [self._ipc_uts(sandbox_id, pod, hostname)]
+        if not pod.host_network:
             name = _netns_name(sandbox_id)
             # Recorded before it exists, so an undo after a crash knows where to look.
-            self.store.update_details(sandbox_id, netns=os.path.join(self.netns_dir, name))
+            path = os.path.join(self.netns_dir, name)
+            self.store.update(sandbox_id, lambda r: dataclasses.replace(r, netns=path))
             steps.append(namespaces.create_netns(name, self.netns_dir))
         await together(*steps)
 
-    async def _ipc_uts(self, sandbox_id: str, req: PodRequest, hostname: str) -> None:
+    async def _ipc_uts(self, sandbox_id: str, pod: PodSpec, hostname: str) -> None:
         pod_dir = self.pod_dir(sandbox_id)
-        ipc, uts = await namespaces.create_ipc_uts(pod_dir, hostname, ipc=not req.host_ipc,
-                                                   uts=not req.host_network)
-        changes: dict[str, Any] = {"ipc_ns": ipc, "uts_ns": uts}
-        if not req.host_ipc:
-            shm = os.path.join(pod_dir, "shm")
-            self.store.update_details(sandbox_id, shm=shm, **changes)
+        ipc, uts = await namespaces.create_ipc_uts(pod_dir, hostname, ipc=not pod.host_ipc,
+                                                   uts=not pod.host_network)
+        shm = "" if pod.host_ipc else os.path.join(pod_dir, "shm")
+        self.store.update(sandbox_id, lambda r: dataclasses.replace(r, ipc_ns=ipc or "", uts_ns=uts or "", shm=shm))
+        if shm:
             await asyncio.to_thread(_mount_shm, shm)
-        else:
-            self.store.update_details(sandbox_id, **changes)
 
     async def _network_up(self, sandbox_id: str) -> None:
         record = self.store.get(sandbox_id)
         network = self.network()
-        self.store.update_details(sandbox_id, cni_added=True)  # DEL must run even if ADD dies half-way
+        # DEL must run even if ADD dies half-way.
+        self.store.update(sandbox_id, lambda r: dataclasses.replace(r, cni_added=True))
         try:
-            result = await network.add(sandbox_id, record.details["netns"],
-                                       args=record.details["pod_args"],
+            result = await network.add(sandbox_id, record.netns, args=record.cni_args,
                                        capabilities=_capabilities(record))
         except CniError as e:
             raise errors.Unavailable(f"setting up the pod network ({network.name}): {e}") from None
         crash_point("pod.run.network")
-        ips = [ip.address.split("/")[0] for ip in result.ips]
-        self.store.update_details(sandbox_id, ips=ips, network=network.name)
+        ips = tuple(ip.address.split("/")[0] for ip in result.ips)
+        self.store.update(sandbox_id, lambda r: dataclasses.replace(r, ips=ips, cni_network=network.name))
         if ips:
-            await asyncio.to_thread(_add_hosts_entry, self.pod_dir(sandbox_id), ips[0],
-                                    record.details["hostname"])
+            await asyncio.to_thread(_add_hosts_entry, self.pod_dir(sandbox_id), ips[0], record.hostname)
 
     async def _start_infra(self, sandbox_id: str) -> None:
         # The runner records the infra id in the sandbox before it makes anything.
         infra_id, pid = await self.infra.start_infra(self.store.get(sandbox_id))
         crash_point("pod.run.infra")
-        self.store.update_details(sandbox_id, infra_id=infra_id, infra_pid=pid,
-                                  pid_ns=f"/proc/{pid}/ns/pid")
+        self.store.update(sandbox_id, lambda r: dataclasses.replace(
+            r, infra_id=infra_id, infra_pid=pid, pid_ns=f"/proc/{pid}/ns/pid"))
 
     # ---- stop and remove ------------------------------------------------------------
 
@@ -225,43 +198,41 @@ class PodManager:
         The sandbox is NOTREADY from the first step on; `torn_down` says all steps were done."""
         async with self.lock(sandbox_id):
             record = self.store.get(sandbox_id)
-            self.store.update(sandbox_id, SANDBOX_NOTREADY, torn_down=False)
+            self.store.update(sandbox_id, lambda r: dataclasses.replace(r, state=SANDBOX_NOTREADY, torn_down=False))
             crash_point("pod.stop.marked")
             await stop_containers(sandbox_id)
             crash_point("pod.stop.containers")
             await self._teardown(self.store.get(sandbox_id))
             crash_point("pod.stop.network")
-            self.store.update_details(sandbox_id, torn_down=True)
+            self.store.update(sandbox_id, lambda r: dataclasses.replace(r, torn_down=True))
             if record.state == SANDBOX_READY:
                 self._event("stopped", sandbox_id)
 
     async def _teardown(self, record: SandboxRecord) -> None:
         """Infra, network, namespaces and shm: every step is tried; the first failure is
         raised after the others ran, and what failed stays recorded for the next try."""
-        details = record.details
         steps: list[Callable[[], Awaitable[object]]] = []
-        if details.get("infra_id"):
+        if record.infra_id:
             steps.append(lambda: self.infra.stop_infra(self.store.get(record.id)))
-        if details.get("cni_added"):
+        if record.cni_added:
             steps.append(lambda: self._network_down(self.store.get(record.id)))
-        if details.get("netns"):
-            steps.append(lambda: namespaces.remove_ns_file(details["netns"]))
-        if details.get("shm"):
-            steps.append(lambda: asyncio.to_thread(mounts.unmount, details["shm"], True))
+        if record.netns:
+            steps.append(lambda: namespaces.remove_ns_file(record.netns))
+        if record.shm:
+            steps.append(lambda: asyncio.to_thread(mounts.unmount, record.shm, True))
         await _all_of(steps, record.id)
 
     async def _network_down(self, record: SandboxRecord) -> None:
-        details = record.details
-        netns = details.get("netns")
+        netns = record.netns
         # A record from before metadata was checked up front may hold values CNI_ARGS cannot
         # carry; DEL finds the attachment by id and interface, so those are left out.
-        args = {k: v for k, v in details["pod_args"].items() if can_carry(v) and "\0" not in v}
+        args = {k: v for k, v in record.cni_args.items() if can_carry(v) and "\0" not in v}
         try:
             await self.network().delete(record.id, netns if netns and namespaces.netns_exists(netns) else None,
                                         args=args, capabilities=_capabilities(record))
         except CniError as e:
             raise errors.Unavailable(f"tearing down the pod network: {e}") from None
-        self.store.update_details(record.id, cni_added=False)
+        self.store.update(record.id, lambda r: dataclasses.replace(r, cni_added=False))
 
     async def remove(self, sandbox_id: str, stop_containers: Callable[[str], Awaitable[None]],
                      remove_containers: Callable[[str], Awaitable[None]]) -> None:
@@ -269,7 +240,7 @@ class PodManager:
         record = self.store.find(sandbox_id)
         if record is None:
             return
-        self.store.update_details(record.id, removing=True)
+        self.store.update(record.id, lambda r: dataclasses.replace(r, removing=True))
         crash_point("pod.remove.marked")
         await self.stop(record.id, stop_containers)
         async with self.lock(record.id):
@@ -284,11 +255,10 @@ class PodManager:
     async def _remove_rest(self, record: SandboxRecord) -> None:
         """The infra container, the namespace files and the pod directory."""
         steps: list[Callable[[], Awaitable[None]]] = []
-        if record.details.get("infra_id"):
+        if record.infra_id:
             steps.append(lambda: self.infra.remove_infra(self.store.get(record.id)))
-        steps += [functools.partial(namespaces.remove_ns_file, path)
-                  for path in (record.details.get("ipc_ns"), record.details.get("uts_ns")) if path]
-        pod_dir = record.details.get("pod_dir") or self.pod_dir(record.id)
+        steps += [functools.partial(namespaces.remove_ns_file, path) for path in (record.ipc_ns, record.uts_ns) if path]
+        pod_dir = record.pod_dir or self.pod_dir(record.id)
         steps.append(lambda: asyncio.to_thread(_remove_pod_dir, pod_dir))
         await _all_of(steps, record.id)
 
@@ -302,8 +272,9 @@ class PodManager:
             await every([lambda: self._teardown(self.store.get(sandbox_id)),
                          lambda: self._remove_rest(self.store.get(sandbox_id))])
         except Exception as e:  # noqa: BLE001 - kept in the record; each step logged its own
-            self.store.update(sandbox_id, SANDBOX_NOTREADY, building=False, torn_down=False,
-                              undo_failed=errors.shown(str(e), 512))
+            failed = errors.shown(str(e), 512)
+            self.store.update(sandbox_id, lambda r: dataclasses.replace(
+                r, state=SANDBOX_NOTREADY, building=False, torn_down=False, undo_failed=failed))
             return
         self.store.delete(sandbox_id)
 
@@ -313,15 +284,15 @@ class PodManager:
         are undone, half-removed ones removed and half-stopped ones stopped."""
         for record in self.store.list():
             try:
-                if record.details.get("building"):
+                if record.building:
                     log.info("undoing a pod sandbox a crash left half-built",
                              extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
                     await self._undo(record.id)
-                elif record.details.get("removing"):
+                elif record.removing:
                     log.info("removing a pod sandbox whose removal a crash interrupted",
                              extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
                     await self.remove(record.id, stop_containers, remove_containers)
-                elif record.state == SANDBOX_NOTREADY and not record.details.get("torn_down"):
+                elif record.state == SANDBOX_NOTREADY and not record.torn_down:
                     log.info("stopping a pod sandbox whose stop did not finish",
                              extra={"fields": {"sandbox": record.id, "pod": record.display_name}})
                     await self.stop(record.id, stop_containers)
@@ -356,28 +327,29 @@ def validate(req: PodRequest, cgroup_driver: str) -> None:
         _text_field(f"config.metadata.{field_name}", value, METADATA_MAX, ";=/")
     if req.attempt < 0:
         raise errors.InvalidArgument(f"config.metadata.attempt {req.attempt} is negative")
-    if req.hostname:
-        _text_field("config.hostname", req.hostname, HOSTNAME_MAX, " ")
-        if not req.host_network and not namespaces.valid_hostname(req.hostname):
-            raise errors.InvalidArgument(f"config.hostname {errors.shown(req.hostname)}: 1-64 letters, "
+    pod = req.pod
+    if pod.hostname:
+        _text_field("config.hostname", pod.hostname, HOSTNAME_MAX, " ")
+        if not pod.host_network and not namespaces.valid_hostname(pod.hostname):
+            raise errors.InvalidArgument(f"config.hostname {errors.shown(pod.hostname)}: 1-64 letters, "
                                          "digits, '.' or '-', starting with a letter or digit")
-    if req.log_directory:
-        if not os.path.isabs(req.log_directory):
-            raise errors.InvalidArgument(f"config.log_directory {errors.shown(req.log_directory)} is not absolute")
-        too_long = next((p for p in req.log_directory.split("/") if len(p.encode()) > NAME_MAX), None)
-        if too_long is not None or len(req.log_directory.encode()) >= PATH_MAX:
-            raise errors.InvalidArgument(f"config.log_directory {errors.shown(req.log_directory)}: a component "
+    if pod.log_directory:
+        if not os.path.isabs(pod.log_directory):
+            raise errors.InvalidArgument(f"config.log_directory {errors.shown(pod.log_directory)} is not absolute")
+        too_long = next((p for p in pod.log_directory.split("/") if len(p.encode()) > NAME_MAX), None)
+        if too_long is not None or len(pod.log_directory.encode()) >= PATH_MAX:
+            raise errors.InvalidArgument(f"config.log_directory {errors.shown(pod.log_directory)}: a component "
                                          f"is over {NAME_MAX} bytes or the path over {PATH_MAX - 1}")
-    for i, server in enumerate(req.dns_servers):
+    for i, server in enumerate(pod.dns_servers):
         try:
             ipaddress.ip_address(server)
         except ValueError:
             raise errors.InvalidArgument(
                 f"config.dns_config.servers[{i}] {errors.shown(server)} is not an IP address") from None
-    for kind, values in (("searches", req.dns_searches), ("options", req.dns_options)):
+    for kind, values in (("searches", pod.dns_searches), ("options", pod.dns_options)):
         for i, value in enumerate(values):  # a line break would add lines to resolv.conf
             _text_field(f"config.dns_config.{kind}[{i}]", value, METADATA_MAX, " ")
-    for i, pm in enumerate(req.port_mappings):
+    for i, pm in enumerate(pod.port_mappings):
         if not 0 <= pm.host_port <= 65535 or not 0 < pm.container_port <= 65535:
             raise errors.InvalidArgument(
                 f"config.port_mappings[{i}]: host port {pm.host_port} / container port {pm.container_port} "
@@ -393,14 +365,14 @@ def validate(req: PodRequest, cgroup_driver: str) -> None:
         if size > LABELS_MAX:
             raise errors.InvalidArgument(f"{name} hold {size} bytes; at most {LABELS_MAX}")
     try:
-        cgroups.cgroups_path(cgroup_driver, req.cgroup_parent, "0")
+        cgroups.cgroups_path(cgroup_driver, pod.cgroup_parent, "0")
     except ValueError as e:
         raise errors.InvalidArgument(f"config.linux.cgroup_parent: {e}") from None
 
 
 def _hostname(req: PodRequest) -> str:
     """The kubelet always sends one; others fall back to the pod name, cut as the kubelet cuts it."""
-    return req.hostname or req.name[:63].rstrip("-.").replace("_", "-") or "pod"
+    return req.pod.hostname or req.name[:63].rstrip("-.").replace("_", "-") or "pod"
 
 
 def _netns_name(sandbox_id: str) -> str:
@@ -408,32 +380,32 @@ def _netns_name(sandbox_id: str) -> str:
 
 
 def _capabilities(record: SandboxRecord) -> dict[str, Any]:
-    mappings = [{"hostPort": pm["host_port"], "containerPort": pm["container_port"],
-                 "protocol": pm["protocol"], "hostIP": pm["host_ip"]}
-                for pm in record.details.get("port_mappings", []) if pm["host_port"] > 0]
+    mappings = [{"hostPort": pm.host_port, "containerPort": pm.container_port,
+                 "protocol": pm.protocol, "hostIP": pm.host_ip}
+                for pm in record.pod.port_mappings if pm.host_port > 0]
     return {"portMappings": mappings} if mappings else {}
 
 
-def _write_pod_files(pod_dir: str, req: PodRequest, hostname: str, log_directory: str) -> None:
+def _write_pod_files(pod_dir: str, pod: PodSpec, hostname: str) -> None:
     os.makedirs(pod_dir, mode=0o711, exist_ok=True)
     _write(os.path.join(pod_dir, "hostname"), hostname + "\n")
     _write(os.path.join(pod_dir, "hosts"),
            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
            "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
-    if req.dns_servers or req.dns_searches or req.dns_options:
-        lines = [f"nameserver {s}" for s in req.dns_servers]
-        if req.dns_searches:
-            lines.append("search " + " ".join(req.dns_searches))
-        if req.dns_options:
-            lines.append("options " + " ".join(req.dns_options))
+    if pod.dns_servers or pod.dns_searches or pod.dns_options:
+        lines = [f"nameserver {s}" for s in pod.dns_servers]
+        if pod.dns_searches:
+            lines.append("search " + " ".join(pod.dns_searches))
+        if pod.dns_options:
+            lines.append("options " + " ".join(pod.dns_options))
         _write(os.path.join(pod_dir, "resolv.conf"), "\n".join(lines) + "\n")
     else:  # no cluster DNS given: the host's resolver, as other runtimes do
         try:
             shutil.copyfile("/etc/resolv.conf", os.path.join(pod_dir, "resolv.conf"))
         except FileNotFoundError:
             _write(os.path.join(pod_dir, "resolv.conf"), "")
-    if log_directory:
-        os.makedirs(log_directory, mode=0o755, exist_ok=True)
+    if pod.log_directory:
+        os.makedirs(pod.log_directory, mode=0o755, exist_ok=True)
 
 
 def _add_hosts_entry(pod_dir: str, ip: str, hostname: str) -> None:

@@ -2,7 +2,14 @@
 
 Every change goes to the database in its own transaction first and to the
 in-memory copy after it committed, so what a list shows is always on disk.
-Records change only through the transition methods, which say what is allowed.
+Records change only through the store's methods, which say what is allowed;
+`update` takes a function that makes the new record with `dataclasses.replace`,
+so the type checker sees every field a change names.
+
+Records are read back with msgspec, which checks every field's type. On disk,
+each record's fields beyond its table's columns are one JSON object in
+`details`, in the layout that the row's `format` says. Format 1 was an untyped
+bag of keys; a store upgrades such rows when it loads them, in one transaction.
 """
 
 from __future__ import annotations
@@ -12,12 +19,16 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
 
 from runtime import errors
-from runtime.state import StateDB
-
+from runtime.oci.specinput import ResourcesInput
+from runtime.podspec import PodSpec
+from runtime.state import StateDB, StateError
 SANDBOX_READY = "ready"
 SANDBOX_NOTREADY = "notready"
 
@@ -35,6 +46,9 @@ _CONTAINER_TRANSITIONS = {
 }
 
 
+FORMAT = 2   # of the details column: typed fields (1: the untyped bag of before)
+
+
 @dataclass(frozen=True)
 class SandboxRecord:
     id: str
@@ -44,15 +58,60 @@ class SandboxRecord:
     attempt: int
     state: str
     created_at: int
-    handler: str
-    config: bytes                       # the CRI PodSandboxConfig, serialised by the gRPC face
+    handler: str                        # the runtime handler its containers run with
+    config: bytes                       # the CRI PodSandboxConfig as the face serialised it, for inspection
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)   # namespaces, IPs, phases, paths
+    pod: PodSpec = PodSpec()            # what RunPodSandbox asked for, converted once
+    hostname: str = ""                  # the one the pod got: the kubelet's, or one made of the name
+    pod_dir: str = ""                   # hostname, hosts, resolv.conf and the shm mount point
+    # Progress markers: a crash between two steps is finished or undone from these.
+    building: bool = False              # RunPodSandbox has not returned it yet
+    removing: bool = False              # RemovePodSandbox began
+    torn_down: bool = False             # every step of stopping it was done
+    undo_failed: str = ""               # why undoing a failed start left something behind
+    # Namespaces, each recorded before it is made, so that an undo knows where to look.
+    netns: str = ""                     # the pinned network namespace; "" with the host network
+    ipc_ns: str = ""                    # pinned; "" with the host IPC namespace
+    uts_ns: str = ""                    # pinned; "" with the host network
+    pid_ns: str = ""                    # the infra process's, when the pod shares one
+    shm: str = ""                       # the pod's /dev/shm tmpfs; "" with host IPC
+    # The network.
+    cni_added: bool = False             # an ADD ran or may have, so a DEL is owed
+    cni_network: str = ""               # the CNI network's name
+    ips: tuple[str, ...] = ()           # the pod's addresses, the primary one first
+    # The infra (pause) process of a pod whose containers share one PID namespace.
+    infra_id: str = ""
+    infra_pid: int = 0
+    infra_cgroups_path: str = ""
+    # What was measured, and what the kubelet said.
+    phases_ms: Mapping[str, float] = field(default_factory=dict)    # RunPodSandbox, phase by phase
+    timeline_ms: Mapping[str, float] = field(default_factory=dict)  # from RunPodSandbox to each container start
+    overhead: ResourcesInput | None = None      # UpdatePodSandboxResources: the pod's overhead
+    resources: ResourcesInput | None = None     # UpdatePodSandboxResources: the sum of its containers'
 
     @property
     def display_name(self) -> str:
         return f"{self.namespace}/{self.name} (uid {self.uid}, attempt {self.attempt})"
+
+    @property
+    def cni_args(self) -> dict[str, str]:
+        """CNI_ARGS for ADD and DEL, as other runtimes send them."""
+        return {"K8S_POD_NAMESPACE": self.namespace, "K8S_POD_NAME": self.name,
+                "K8S_POD_INFRA_CONTAINER_ID": self.id, "K8S_POD_UID": self.uid}
+
+
+@dataclass(frozen=True)
+class ImageVolume:
+    snapshot: str                       # the snapshot of its own the volume is mounted from
+    image_id: str                       # the image the reference resolved to
+
+
+@dataclass(frozen=True)
+class ProcessUser:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,7 +123,7 @@ class ContainerRecord:
     state: str
     created_at: int
     image_id: str
-    image_ref: str
+    image_ref: str                      # the reference it was created from
     config: bytes                       # the CRI ContainerConfig, serialised by the gRPC face
     started_at: int = 0
     finished_at: int = 0
@@ -73,19 +132,43 @@ class ContainerRecord:
     message: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)   # bundle, log path, pid, handler
+    handler: str = ""                   # its pod's runtime handler
+    cgroups_path: str = ""              # as given to the OCI runtime (slice:prefix:name with systemd)
+    log_path: str = ""                  # under the pod's log directory; "" = container.log in the bundle
+    # Progress markers, as on sandboxes.
+    building: bool = False              # CreateContainer has not returned it yet
+    removing: bool = False              # RemoveContainer began
+    bundle: str = ""                    # the OCI bundle (and snapshot) directory
+    pid: int = 0                        # its init process, as the OCI runtime reported it
+    stop_signal: str = ""               # the config's, else the image's; "" = SIGTERM
+    user: ProcessUser | None = None     # what the spec says it runs as
+    image_volumes: Mapping[str, ImageVolume] = field(default_factory=dict)   # by container path
+    resources: ResourcesInput | None = None     # as UpdateContainerResources last set them
 
 
-class _Store:
+class LegacyReader(Protocol):
+    """What upgrading a format-1 row needs from the gRPC face, which alone reads the CRI."""
+
+    def pod_spec(self, config: bytes) -> PodSpec: ...
+    def resources(self, message: dict[str, Any]) -> ResourcesInput: ...
+
+
+R = TypeVar("R", SandboxRecord, ContainerRecord)
+
+
+class _Store(Generic[R]):
     table = ""
     kind = ""
+    record_type: type[R]
+    columns: tuple[str, ...] = ()       # the table's own columns; the other fields go to details
 
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateDB, legacy: LegacyReader | None = None) -> None:
         self.db = db
         self._lock = threading.Lock()
-        self._items: dict[str, Any] = {}
+        self._items: dict[str, R] = {}
+        self._load(legacy)
 
-    def get(self, ident: str) -> Any:
+    def get(self, ident: str) -> R:
         """By full id or a unique id prefix (crictl shows truncated ids)."""
         if not ident:
             raise errors.InvalidArgument(f"{self.kind} id is empty")
@@ -99,22 +182,34 @@ class _Store:
             raise errors.InvalidArgument(f"{self.kind} id prefix {errors.shown(ident)} is ambiguous")
         raise errors.NotFound(f"{self.kind} {errors.shown(ident)} not found")
 
-    def find(self, ident: str) -> Any | None:
+    def find(self, ident: str) -> R | None:
         try:
             return self.get(ident)
         except errors.NotFound:
             return None
 
-    def list(self) -> list[Any]:
+    def list(self) -> list[R]:
         return list(self._items.values())
 
-    def _row(self, rec: Any) -> dict[str, Any]:
-        row = dataclasses.asdict(rec)
-        for key in ("labels", "annotations", "details"):
+    def update(self, ident: str, change: Callable[[R], R]) -> R:
+        """`change` makes the new record of the current one; the id cannot change."""
+        old = self.get(ident)
+        rec = change(old)
+        if rec.id != old.id:
+            raise ValueError(f"a change of {self.kind} {old.id} made another id")
+        self._replace(rec)
+        return rec
+
+    def _row(self, rec: R) -> dict[str, Any]:
+        data = dataclasses.asdict(rec)
+        row = {c: data.pop(c) for c in self.columns}
+        for key in ("labels", "annotations"):
             row[key] = json.dumps(row[key], sort_keys=True)
+        row["details"] = json.dumps(data, sort_keys=True)
+        row["format"] = FORMAT
         return row
 
-    def _insert(self, rec: Any, conflict: str) -> None:
+    def _insert(self, rec: R, conflict: str) -> None:
         row = self._row(rec)
         columns = ", ".join(row)
         marks = ", ".join(f":{c}" for c in row)
@@ -126,7 +221,7 @@ class _Store:
         with self._lock:
             self._items[rec.id] = rec
 
-    def _replace(self, rec: Any) -> None:
+    def _replace(self, rec: R) -> None:
         row = self._row(rec)
         sets = ", ".join(f"{c} = :{c}" for c in row if c != "id")
         with self.db.transaction() as conn:
@@ -140,56 +235,74 @@ class _Store:
         with self._lock:
             self._items.pop(ident, None)
 
-    def _load(self, cls: type) -> None:
-        names = [f.name for f in dataclasses.fields(cls)]
-        rows = self.db.query(f"SELECT {', '.join(names)} FROM {self.table}")
-        for row in rows:
+    def _load(self, legacy: LegacyReader | None) -> None:
+        names = self.columns + ("details", "format")
+        upgraded = []
+        for row in self.db.query(f"SELECT {', '.join(names)} FROM {self.table}"):
             values = dict(zip(names, row))
-            for key in ("labels", "annotations", "details"):
+            details, fmt = json.loads(values.pop("details")), values.pop("format")
+            for key in ("labels", "annotations"):
                 values[key] = json.loads(values[key])
-            self._items[values["id"]] = cls(**values)
+            if fmt == 1:
+                if legacy is None:
+                    raise StateError(f"{self.db.path}: {self.table} of format 1 need the upgrade's reader")
+                details = self._upgrade(details, values, legacy)
+            elif fmt != FORMAT:
+                raise StateError(f"{self.db.path}: a row of {self.table} has format {fmt}, "
+                                 f"newer than this criservice understands ({FORMAT})")
+            rec = msgspec.convert({**values, **details}, self.record_type, builtin_types=(bytes,))
+            self._items[rec.id] = rec
+            if fmt != FORMAT:
+                upgraded.append(rec)
+        if upgraded:   # all at once: a crash leaves every row in one format or the other
+            with self.db.transaction() as conn:
+                for rec in upgraded:
+                    conn.execute(f"UPDATE {self.table} SET details = :details, format = :format "
+                                 "WHERE id = :id", self._row(rec))
+
+    def _upgrade(self, details: dict[str, Any], values: dict[str, Any], legacy: LegacyReader) -> dict[str, Any]:
+        raise NotImplementedError
 
 
-class SandboxStore(_Store):
-    table, kind = "sandboxes", "pod sandbox"
+def _known(details: dict[str, Any], cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of a format-1 bag that kept their name and meaning as fields of `cls`
+    (a null there, such as no UTS namespace, is the field's empty default)."""
+    names = {f.name for f in fields(cls)} - set(skip)
+    return {k: v for k, v in details.items() if k in names and v is not None}
 
-    def __init__(self, db: StateDB) -> None:
-        super().__init__(db)
-        self._load(SandboxRecord)
+
+class SandboxStore(_Store[SandboxRecord]):
+    table, kind, record_type = "sandboxes", "pod sandbox", SandboxRecord
+    columns = ("id", "name", "namespace", "uid", "attempt", "state", "created_at", "handler", "config",
+               "labels", "annotations")
 
     def add(self, rec: SandboxRecord) -> None:
         self._insert(rec, f"a pod sandbox named {rec.display_name} exists already")
 
-    def get(self, ident: str) -> SandboxRecord:
-        return super().get(ident)
+    def _upgrade(self, details: dict[str, Any], values: dict[str, Any], legacy: LegacyReader) -> dict[str, Any]:
+        # The pod's settings came from the bag as the old code used them; what the bag
+        # lacked (security context, namespace options, DNS) from the stored CRI config.
+        spec = dataclasses.asdict(legacy.pod_spec(values["config"]))
+        kept = _known(details, PodSpec, skip=("security", "namespaces", "dns_servers", "dns_searches",
+                                               "dns_options", "hostname"))
+        out = _known(details, SandboxRecord, skip=("pod", "overhead", "resources"))
+        out["pod"] = {**spec, **kept}
+        out["cni_network"] = details.get("network", "")
+        told = details.get("pod_resources") or {}
+        for key in ("overhead", "resources"):
+            if told.get(key):
+                out[key] = dataclasses.asdict(legacy.resources(told[key]))
+        return out
 
-    def update_details(self, ident: str, **changes: Any) -> SandboxRecord:
-        rec = self.get(ident)
-        rec = dataclasses.replace(rec, details={**rec.details, **changes})
-        self._replace(rec)
-        return rec
 
-    def update(self, ident: str, state: str, **changes: Any) -> SandboxRecord:
-        """The state and details at once, in one transaction (no crash can split them)."""
-        rec = self.get(ident)
-        rec = dataclasses.replace(rec, state=state, details={**rec.details, **changes})
-        self._replace(rec)
-        return rec
-
-
-class ContainerStore(_Store):
-    table, kind = "containers", "container"
-
-    def __init__(self, db: StateDB) -> None:
-        super().__init__(db)
-        self._load(ContainerRecord)
+class ContainerStore(_Store[ContainerRecord]):
+    table, kind, record_type = "containers", "container", ContainerRecord
+    columns = ("id", "sandbox_id", "name", "attempt", "state", "created_at", "started_at", "finished_at",
+               "exit_code", "reason", "message", "image_id", "image_ref", "config", "labels", "annotations")
 
     def add(self, rec: ContainerRecord) -> None:
         self._insert(rec, f"a container named {errors.shown(rec.name)} (attempt {rec.attempt}) exists already "
                           f"in pod sandbox {rec.sandbox_id}")
-
-    def get(self, ident: str) -> ContainerRecord:
-        return super().get(ident)
 
     def in_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
         return [c for c in self._items.values() if c.sandbox_id == sandbox_id]
@@ -203,11 +316,15 @@ class ContainerStore(_Store):
         self._replace(rec)
         return rec
 
-    def update_details(self, ident: str, **changes: Any) -> ContainerRecord:
-        rec = self.get(ident)
-        rec = dataclasses.replace(rec, details={**rec.details, **changes})
-        self._replace(rec)
-        return rec
+    def _upgrade(self, details: dict[str, Any], values: dict[str, Any], legacy: LegacyReader) -> dict[str, Any]:
+        out = _known(details, ContainerRecord, skip=("user", "resources"))
+        user = details.get("user")
+        if user:
+            out["user"] = {"uid": user.get("uid", 0), "gid": user.get("gid", 0),
+                           "additional_gids": user.get("additionalGids", [])}
+        if details.get("resources") is not None:
+            out["resources"] = dataclasses.asdict(legacy.resources(details["resources"]))
+        return out
 
 
 def now_ns() -> int:

@@ -110,6 +110,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX containers_name ON containers(sandbox_id, name, attempt);
     """,
+    # 4: `details` holds a record's typed fields in the layout `format` names; the rows
+    # of before are format 1 (an untyped bag), which the record stores upgrade on load.
+    """
+    ALTER TABLE sandboxes ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE containers ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -133,7 +133,7 @@ class Stats:
             return None, None
 
     def _read_containers(self, records: list[ContainerRecord]) -> list[tuple[CgroupSample | None, int | None]]:
-        return [self._sample(r.details.get("cgroups_path")) if r.state != CONTAINER_EXITED else (None, None)
+        return [self._sample(r.cgroups_path) if r.state != CONTAINER_EXITED else (None, None)
                 for r in records]
 
     async def containers(self, records: list[ContainerRecord]) -> list[ContainerUsage]:
@@ -145,7 +145,7 @@ class Stats:
     # ---- pods ---------------------------------------------------------------------------
 
     def _read_pod_cgroup(self, sandbox: SandboxRecord) -> CgroupSample | None:
-        parent = sandbox.details.get("cgroup_parent") or ""
+        parent = sandbox.pod.cgroup_parent
         if not parent:
             return None
         try:
@@ -156,8 +156,7 @@ class Stats:
     async def pods(self, sandboxes: list[SandboxRecord],
                    containers_of: dict[str, list[ContainerRecord]]) -> list[PodUsage]:
         own = await asyncio.to_thread(lambda: [self._read_pod_cgroup(s) for s in sandboxes])
-        netns = {s.id: s.details["netns"] for s in sandboxes
-                 if s.details.get("netns") and s.state == SANDBOX_READY}
+        netns = {s.id: s.netns for s in sandboxes if s.netns and s.state == SANDBOX_READY}
         networks = await self.net.read(netns.values()) if netns else {}
         everything = [c for s in sandboxes for c in containers_of.get(s.id, [])]
         by_id = {u.record.id: u for u in await self.containers(everything)}

@@ -220,17 +220,19 @@ def test_a_ghost_pod_of_an_older_version_is_undone_at_start(node: Node) -> None:
     """Before metadata was checked up front, a uid with '=' made both CNI ADD and DEL fail,
     and the record stayed, half-built and hidden, for ever. Such a record left in the
     database is undone at the next start: DEL runs without the values it cannot carry."""
-    from runtime.records import SANDBOX_NOTREADY, SandboxRecord, SandboxStore
     from runtime.state import StateDB
     node.daemon.stop()
     sandbox_id = "ab" * 32
     db = StateDB(node.base / "state" / "state.db")
-    SandboxStore(db).add(SandboxRecord(
-        sandbox_id, "ghost", "fail", "u=1", 0, SANDBOX_NOTREADY, 1, "runc", b"", {}, {}, {
-            "building": True, "cni_added": True, "pod_dir": str(node.base / "run" / "pods" / sandbox_id),
-            "netns": str(node.base / "netns" / f"cri-{sandbox_id[:16]}"),
-            "pod_args": {"K8S_POD_NAMESPACE": "fail", "K8S_POD_NAME": "ghost",
-                         "K8S_POD_INFRA_CONTAINER_ID": sandbox_id, "K8S_POD_UID": "u=1"}}))
+    details = {"building": True, "cni_added": True, "pod_dir": str(node.base / "run" / "pods" / sandbox_id),
+               "netns": str(node.base / "netns" / f"cri-{sandbox_id[:16]}"),
+               "pod_args": {"K8S_POD_NAMESPACE": "fail", "K8S_POD_NAME": "ghost",
+                            "K8S_POD_INFRA_CONTAINER_ID": sandbox_id, "K8S_POD_UID": "u=1"}}
+    with db.transaction() as conn:   # a row as that version wrote it: format 1, the untyped bag
+        conn.execute("INSERT INTO sandboxes (id, name, namespace, uid, attempt, state, created_at, handler, "
+                     "config, labels, annotations, details, format) "
+                     "VALUES (?, 'ghost', 'fail', 'u=1', 0, 'notready', 1, 'runc', x'', '{}', '{}', ?, 1)",
+                     (sandbox_id, json.dumps(details)))
     db.close()
     node.daemon.start()
     assert not node.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items

@@ -16,7 +16,7 @@ from runtime import errors
 from runtime.containers import ContainerManager
 from runtime.images.store import ImageStore
 from runtime.oci.runtime import OCIError
-from runtime.oci.specinput import ContainerInput, NamespacesInput, SandboxInput, SecurityInput
+from runtime.oci.specinput import ContainerInput, NamespacesInput, SecurityInput
 from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, SANDBOX_READY,
                              ContainerRecord, ContainerStore, SandboxRecord, SandboxStore)
 from runtime.state import StateDB
@@ -40,8 +40,13 @@ class Node:
                                  manifest_media_type="application/vnd.oci.image.manifest.v1+json",
                                  size=0, layer_ids=[], names=[("example.test/busybox:1", "tag")])
         self.sandboxes = SandboxStore(self.db)
+        pod_dir = base / "pod1"
+        pod_dir.mkdir()
+        for name in ("hostname", "hosts", "resolv.conf"):
+            (pod_dir / name).write_text("")
         self.sandboxes.add(SandboxRecord("pod1", "pod", "ns", "uid1", 0, SANDBOX_READY, 1, "fake", b"",
-                                         details={"cgroup_parent": ""}))
+                                         pod_dir=str(pod_dir), netns="/run/netns/pod1", ipc_ns="/run/pods/pod1/ipc",
+                                         uts_ns="/run/pods/pod1/uts"))
         self.runtime = FakeRuntime()
         self.snapshots = FakeSnapshots(str(base / "snapshots"))
         self.events: list[tuple[str, str]] = []
@@ -52,9 +57,6 @@ class Node:
         return ContainerManager(
             ContainerStore(self.db), self.sandboxes, self.images, self.snapshots, None,
             {"fake": self.runtime}, cgroup_driver="cgroupfs", pause_image="",
-            sandbox_input=lambda s: SandboxInput(s.id, name=s.name, namespace=s.namespace, uid=s.uid,
-                                                 netns_path=f"/run/netns/{s.id}", ipc_ns_path=f"/run/pods/{s.id}/ipc",
-                                                 uts_ns_path=f"/run/pods/{s.id}/uts"),
             on_event=lambda kind, cid, sid, ts: self.events.append((kind, cid)))
 
     async def create(self, name: str = "app") -> str:
@@ -129,7 +131,7 @@ async def test_an_undo_that_fails_keeps_the_record_for_remove_to_retry(node: Nod
         await node.create()
     (record,) = node.manager.store.list()
     assert (record.state, record.reason) == (CONTAINER_EXITED, "CreateError")
-    assert "busy" in record.message and not record.details.get("building")
+    assert "busy" in record.message and not record.building
     await node.manager.remove(record.id)
     assert node.manager.store.list() == [] and node.snapshots.snapshots == {}
 
@@ -165,7 +167,7 @@ async def test_recovery_makes_every_record_say_what_the_runtime_says(node: Node)
     half_built = "half" + "0" * 60                            # a crash inside CreateContainer
     node.manager.store.add(ContainerRecord(
         half_built, "pod1", "half", 0, CONTAINER_CREATED, 1, IMAGE_ID, IMAGE_ID, b"",
-        details={"building": True, "handler": "fake"}))
+        handler="fake", building=True))
     node.snapshots.create(half_built, node.images.get(IMAGE_ID))
 
     restarted = node.new_manager()

@@ -26,7 +26,7 @@ def sec_config(**kw: Any) -> pb.ContainerConfig:
 
 
 def convert_security(**kw: Any) -> SecurityInput:
-    return convert.container_input(sec_config(**kw), pb.PodSandboxConfig()).security
+    return convert.container_input(sec_config(**kw), None).security
 
 
 def test_full_container() -> None:
@@ -49,7 +49,7 @@ def test_full_container() -> None:
                 seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault),
                 apparmor=pb.SecurityProfile(profile_type=pb.SecurityProfile.Localhost, localhost_ref="p"),
                 namespace_options=pb.NamespaceOption(pid=pb.CONTAINER, network=pb.NODE, ipc=pb.POD))))
-    c = convert.container_input(cfg, pb.PodSandboxConfig())
+    c = convert.container_input(cfg, None)
     assert (c.name, c.attempt, c.command, c.args, c.working_dir) == ("app", 2, ("/bin/sh",), ("-c", "true"), "/w")
     assert c.envs == (("A", "1"), ("B", "é"))
     assert c.mounts == (MountInput("/data", "/srv", readonly=True, propagation="host_to_container",
@@ -68,7 +68,7 @@ def test_full_container() -> None:
 
 
 def test_minimal_container_defaults() -> None:
-    c = convert.container_input(config(), pb.PodSandboxConfig())
+    c = convert.container_input(config(), None)
     s = c.security
     assert c.resources is None and c.stop_signal == ""
     assert s.run_as_user is None and s.run_as_group is None        # unset, not 0
@@ -115,12 +115,12 @@ def test_minimal_container_defaults() -> None:
 ])
 def test_errors_name_the_field(cfg: pb.ContainerConfig, text: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=text):
-        convert.container_input(cfg, pb.PodSandboxConfig())
+        convert.container_input(cfg, None)
 
 
 def test_cdi_devices_are_refused() -> None:
     with pytest.raises(errors.Unimplemented, match="CDI"):
-        convert.container_input(config(CDI_devices=[pb.CDIDevice(name="vendor.com/gpu=0")]), pb.PodSandboxConfig())
+        convert.container_input(config(CDI_devices=[pb.CDIDevice(name="vendor.com/gpu=0")]), None)
 
 
 @pytest.mark.parametrize("propagation, expected", [
@@ -170,10 +170,10 @@ def test_new_profile_field_wins_over_deprecated() -> None:
 def test_namespaces_fall_back_to_the_pods() -> None:
     pod = pb.PodSandboxConfig(linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
         namespace_options=pb.NamespaceOption(pid=pb.CONTAINER, network=pb.NODE))))
-    assert convert.container_input(config(), pod).security.namespaces == \
+    assert convert.container_input(config(), convert.pod_namespaces(pod)).security.namespaces == \
         NamespacesInput(network="node", pid="container", ipc="pod")
     own = sec_config(namespace_options=pb.NamespaceOption(pid=pb.NODE))
-    assert convert.container_input(own, pod).security.namespaces.pid == "node"
+    assert convert.container_input(own, convert.pod_namespaces(pod)).security.namespaces.pid == "node"
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -269,7 +269,7 @@ LONG = "x" * 256   # one byte over NAME_MAX
 ])
 def test_paths_the_kernel_would_refuse_name_the_field(cfg: pb.ContainerConfig, text: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=text) as info:
-        convert.container_input(cfg, pb.PodSandboxConfig())
+        convert.container_input(cfg, None)
     assert len(str(info.value)) < 200
 
 

@@ -64,8 +64,8 @@ async def test_lists_show_every_change_of_a_record(channel: grpc.aio.Channel, da
     assert [c.state for c in (await rt.ListContainers(pb.ListContainersRequest())).containers] == [
         pb.CONTAINER_RUNNING]
 
-    pods.update_details("a" * 64, ips=["10.0.0.9"])
-    pods.update("a" * 64, "notready")
+    pods.update("a" * 64, lambda r: dataclasses.replace(r, ips=("10.0.0.9",)))
+    pods.update("a" * 64, lambda r: dataclasses.replace(r, state="notready"))
     listed = (await rt.ListPodSandbox(pb.ListPodSandboxRequest())).items
     assert [(p.id, p.state, dict(p.labels)) for p in listed] == [("a" * 64, pb.SANDBOX_NOTREADY, {"app": "web"})]
 

@@ -7,22 +7,31 @@ import dataclasses
 import pytest
 
 from runtime import errors
-from runtime.pods import PodRequest, PortMapping, validate
+from runtime.podspec import PodSpec, PortMapping
+from runtime.pods import PodRequest, validate
 
 GOOD = PodRequest(name="web-0", namespace="default", uid="1f3c-77", attempt=0, handler="runc", config=b"",
-                  hostname="web-0", log_directory="/var/log/pods/default_web-0_1f3c-77")
+                  pod=PodSpec(hostname="web-0", log_directory="/var/log/pods/default_web-0_1f3c-77"))
+_POD_FIELDS = {f.name for f in dataclasses.fields(PodSpec)}
+
+
+def changed(**changes: object) -> PodRequest:
+    """GOOD with some fields changed, of the request or of its pod spec."""
+    pod = {k: v for k, v in changes.items() if k in _POD_FIELDS}
+    own = {k: v for k, v in changes.items() if k not in _POD_FIELDS}
+    return dataclasses.replace(GOOD, pod=dataclasses.replace(GOOD.pod, **pod), **own)  # type: ignore[arg-type]
 
 
 def refused(**changes: object) -> str:
     with pytest.raises(errors.InvalidArgument) as e:
-        validate(dataclasses.replace(GOOD, **changes), "cgroupfs")  # type: ignore[arg-type]
+        validate(changed(**changes), "cgroupfs")
     return str(e.value)
 
 
 def test_a_kubelet_pod_passes() -> None:
     validate(GOOD, "cgroupfs")
-    validate(dataclasses.replace(GOOD, cgroup_parent="kubepods-besteffort.slice"), "systemd")
-    validate(dataclasses.replace(GOOD, host_network=True, hostname="node_1"), "cgroupfs")
+    validate(changed(cgroup_parent="kubepods-besteffort.slice"), "systemd")
+    validate(changed(host_network=True, hostname="node_1"), "cgroupfs")
 
 
 @pytest.mark.parametrize("field", ["name", "namespace", "uid"])

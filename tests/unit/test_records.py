@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from runtime.state import StateDB
 
 def _sandbox(ident: str, name: str = "web", attempt: int = 0) -> SandboxRecord:
     return SandboxRecord(ident, name, "default", "uid-1", attempt, SANDBOX_READY, 1, "runc", b"cfg",
-                         {"app": "web"}, {"a": "b"}, {"netns": "/run/netns/x"})
+                         {"app": "web"}, {"a": "b"}, netns="/run/netns/x")
 
 
 def _container(ident: str, sandbox: str, name: str = "c", attempt: int = 0) -> ContainerRecord:
@@ -23,11 +24,11 @@ def test_records_persist_and_reload(tmp_path: Path) -> None:
     sandboxes.add(_sandbox("aaaa1111"))
     containers.add(_container("cccc2222", "aaaa1111"))
     containers.transition("cccc2222", CONTAINER_RUNNING, started_at=5)
-    sandboxes.update_details("aaaa1111", ips=["10.88.0.2"])
+    sandboxes.update("aaaa1111", lambda r: dataclasses.replace(r, ips=("10.88.0.2",)))
     db.close()
     db = StateDB(tmp_path / "s.db")
     sb = SandboxStore(db).get("aaaa")
-    assert sb.labels == {"app": "web"} and sb.details["ips"] == ["10.88.0.2"]
+    assert sb.labels == {"app": "web"} and sb.ips == ("10.88.0.2",)
     c = ContainerStore(db).get("cccc2222")
     assert (c.state, c.started_at) == (CONTAINER_RUNNING, 5)
 
@@ -51,7 +52,7 @@ def test_lookup_errors(tmp_path: Path) -> None:
         sandboxes.get("ab")
     with pytest.raises(errors.InvalidArgument, match="empty"):
         sandboxes.get("")
-    assert sandboxes.update("ab1", SANDBOX_NOTREADY).state == SANDBOX_NOTREADY
+    assert sandboxes.update("ab1", lambda r: dataclasses.replace(r, state=SANDBOX_NOTREADY)).state == SANDBOX_NOTREADY
 
 
 def test_container_transitions_are_checked(tmp_path: Path) -> None:
