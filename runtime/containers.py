@@ -248,6 +248,9 @@ class ContainerManager:
             if sandbox.state != SANDBOX_READY:
                 raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
             runtime = self.runtime_for(record.handler)
+            # Taken before: the process may exit before `runc start` returns, and its exit
+            # time (conmon's) must not come before its start.
+            started = now_ns()
             try:
                 await runtime.start(record.id)
             except errors.CRIError as e:
@@ -259,7 +262,7 @@ class ContainerManager:
                     reason="StartError", message=str(e)))
                 raise
             crash_point("container.start.started")
-            record = self.store.transition(record.id, CONTAINER_RUNNING, started_at=now_ns())
+            record = self.store.transition(record.id, CONTAINER_RUNNING, started_at=started)
             self._event("started", record)
             self._watch(record.id)
             return record

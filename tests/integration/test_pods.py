@@ -283,3 +283,22 @@ def test_container_status_names_the_image_as_its_user_did(node: Node) -> None:
         shown[name] = (status.image.image, status.image.user_specified_image)
     # By id without a name: the image's first tag, as containerd shows it.
     assert shown == {"kubelet": (BUSYBOX, BUSYBOX), "by-id": (BUSYBOX, ""), "by-name": (BUSYBOX, "")}
+
+
+def test_a_container_that_exits_at_once_did_not_finish_before_it_started(node: Node) -> None:
+    """`true` can exit before `runc start` returns; its start time was taken after that
+    call, so ContainerStatus could say it finished before it started."""
+    rt = node.rt
+    cfg = pod_config("quick")
+    pod = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+    for i in range(5):
+        config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=f"quick-{i}"),
+                                    image=pb.ImageSpec(image=BUSYBOX), command=["true"])
+        ctr = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=cfg),
+                                 timeout=60).container_id
+        rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=60)
+        deadline = time.monotonic() + 15
+        while (status := rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr)).status).state \
+                != pb.CONTAINER_EXITED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0 < status.started_at <= status.finished_at, (i, status.started_at - status.finished_at)
