@@ -1,4 +1,5 @@
-"""CRI protobuf -> runtime.oci.specinput dataclasses (and resources back).
+"""CRI protobuf -> runtime types: every request's conversion, in one place (the
+answers, runtime -> CRI, are built by each area's module).
 
 Structural checks live here, with the field's path in the message
 ("config.mounts[1].propagation: unknown value 7"); what a field's value means
@@ -11,17 +12,25 @@ masked_paths / readonly_paths list means "the defaults".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
+
+from google.protobuf import json_format
 
 from api import api_pb2 as pb
 from runtime import errors
 from runtime.errors import shown
+from runtime.images.registry import Credentials
 from runtime.oci.specinput import (
     NAMESPACE_MODES, PROPAGATIONS, ContainerInput, DeviceInput, GroupsPolicy, IDMapping, MountInput,
     NamespaceMode, NamespacesInput, PodSecurityInput, ProfileInput, ProfileType, Propagation, ResourcesInput,
     SecurityInput, UserNamespaceInput,
 )
+from runtime.podspec import PodSpec, PortMapping
+from runtime.pods import PodRequest
+
+log = logging.getLogger("criservice.convert")
 
 T = TypeVar("T")
 
@@ -346,3 +355,73 @@ def container_input(config: pb.ContainerConfig, pod_namespaces: NamespacesInput 
         resources=resources_input(linux.resources) if linux.HasField("resources") else None,
         security=security_input(linux.security_context, "config.linux.security_context", pod_namespaces),
         stop_signal=signal_name(config.stop_signal))
+
+
+# ---- the pod ------------------------------------------------------------------------------------
+
+_PROTOCOLS = {pb.Protocol.TCP: "tcp", pb.Protocol.UDP: "udp", pb.Protocol.SCTP: "sctp"}
+
+
+def pod_request(request: pb.RunPodSandboxRequest) -> PodRequest:
+    """The runtime's view of a RunPodSandbox request; the CRI config itself is kept as bytes."""
+    cfg = request.config
+    if not request.HasField("config"):
+        raise errors.InvalidArgument("config is missing")
+    if not cfg.HasField("metadata"):
+        raise errors.InvalidArgument("config.metadata is missing")
+    return PodRequest(
+        name=cfg.metadata.name, namespace=cfg.metadata.namespace, uid=cfg.metadata.uid,
+        attempt=cfg.metadata.attempt, handler=request.runtime_handler, config=cfg.SerializeToString(),
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), pod=pod_spec(cfg))
+
+
+def pod_spec(cfg: pb.PodSandboxConfig) -> PodSpec:
+    """The pod's settings in runtime types, made once at RunPodSandbox."""
+    ctx = cfg.linux.security_context
+    ns = ctx.namespace_options
+    field = "config.linux.security_context.namespace_options"
+    if pb.NamespaceMode.TARGET in (ns.network, ns.ipc, ns.pid):
+        raise errors.InvalidArgument(f"{field}: TARGET is only valid for the PID namespace of a container")
+    ports = []
+    for i, pm in enumerate(cfg.port_mappings):
+        if pm.protocol not in _PROTOCOLS:
+            raise errors.InvalidArgument(f"config.port_mappings[{i}].protocol: unknown protocol {pm.protocol}")
+        ports.append(PortMapping(_PROTOCOLS[pm.protocol], pm.container_port, pm.host_port, pm.host_ip))
+    return PodSpec(
+        hostname=cfg.hostname, log_directory=cfg.log_directory,
+        dns_servers=tuple(cfg.dns_config.servers), dns_searches=tuple(cfg.dns_config.searches),
+        dns_options=tuple(cfg.dns_config.options), port_mappings=tuple(ports),
+        host_network=ns.network == pb.NamespaceMode.NODE, host_ipc=ns.ipc == pb.NamespaceMode.NODE,
+        host_pid=ns.pid == pb.NamespaceMode.NODE,
+        # The CRI's zero value for the PID mode is POD: the pod's containers share one namespace.
+        shared_pid=ns.pid == pb.NamespaceMode.POD,
+        cgroup_parent=cfg.linux.cgroup_parent, sysctls=dict(cfg.linux.sysctls),
+        security=pod_security_input(ctx),
+        namespaces=namespaces_input(ns, field) if ctx.HasField("namespace_options") else None)
+
+
+class LegacyRecords:
+    """Reads what a state database of before typed records kept as CRI protobuf."""
+
+    def pod_spec(self, config: bytes) -> PodSpec:
+        cfg = pb.PodSandboxConfig.FromString(config)
+        try:
+            return pod_spec(cfg)
+        except errors.CRIError as e:
+            # The code of then took it; the record's own keys still give what it ran with.
+            log.warning("a recorded pod's config does not convert; its security context is the default",
+                        extra={"fields": {"pod": cfg.metadata.name, "error": str(e)}})
+            return PodSpec()
+
+    def resources(self, message: dict[str, Any]) -> ResourcesInput:
+        return resources_input(json_format.ParseDict(message, pb.LinuxContainerResources()))
+
+
+# ---- images -------------------------------------------------------------------------------------
+
+
+def credentials(auth: pb.AuthConfig) -> Credentials | None:
+    if not (auth.username or auth.password or auth.auth or auth.identity_token or auth.registry_token):
+        return None
+    return Credentials(username=auth.username, password=auth.password, auth=auth.auth,
+                       identity_token=auth.identity_token, registry_token=auth.registry_token)

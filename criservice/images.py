@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from api import api_pb2 as pb
+from criservice import convert
 from criservice.deps import Area, Deps
 from runtime import errors
 from runtime.fsusage import Usage, UsageCache
 from runtime.images import reference
-from runtime.images.registry import Credentials
 from runtime.images.store import ImageRecord
 
 log = logging.getLogger("criservice.images")
@@ -25,13 +25,6 @@ def _fs_usage(u: Usage) -> pb.FilesystemUsage:
     return pb.FilesystemUsage(timestamp=u.timestamp_ns, fs_id=pb.FilesystemIdentifier(mountpoint=u.path),
                               used_bytes=pb.UInt64Value(value=u.bytes_used),
                               inodes_used=pb.UInt64Value(value=u.inodes_used))
-
-
-def _credentials(auth: pb.AuthConfig) -> Credentials | None:
-    if not (auth.username or auth.password or auth.auth or auth.identity_token or auth.registry_token):
-        return None
-    return Credentials(username=auth.username, password=auth.password, auth=auth.auth,
-                       identity_token=auth.identity_token, registry_token=auth.registry_token)
 
 
 class Images(Area):
@@ -81,7 +74,7 @@ class Images(Area):
         except reference.InvalidReference as e:
             raise errors.InvalidArgument(f"image.image: {e}") from None
         remaining = context.time_remaining()
-        pull = self.deps.puller.pull(ref, _credentials(request.auth))
+        pull = self.deps.puller.pull(ref, convert.credentials(request.auth))
         try:
             image = await (asyncio.wait_for(pull, remaining) if remaining is not None else pull)
         except TimeoutError:

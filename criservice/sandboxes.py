@@ -9,81 +9,16 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-import logging
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from api import api_pb2 as pb
 from criservice import convert
 from criservice.deps import Area
 from criservice.listing import ItemCache, chunks, selected
 from runtime import errors
-from runtime.oci.specinput import ResourcesInput
-from runtime.podspec import PodSpec, PortMapping
-from runtime.pods import PodRequest
 from runtime.records import SANDBOX_READY, SandboxRecord
-
-log = logging.getLogger("criservice.sandboxes")
-
-_PROTOCOLS = {pb.Protocol.TCP: "tcp", pb.Protocol.UDP: "udp", pb.Protocol.SCTP: "sctp"}
-
-
-def pod_request(request: pb.RunPodSandboxRequest) -> PodRequest:
-    """The runtime's view of a RunPodSandbox request; the CRI config itself is kept as bytes."""
-    cfg = request.config
-    if not request.HasField("config"):
-        raise errors.InvalidArgument("config is missing")
-    if not cfg.HasField("metadata"):
-        raise errors.InvalidArgument("config.metadata is missing")
-    return PodRequest(
-        name=cfg.metadata.name, namespace=cfg.metadata.namespace, uid=cfg.metadata.uid,
-        attempt=cfg.metadata.attempt, handler=request.runtime_handler, config=cfg.SerializeToString(),
-        labels=dict(cfg.labels), annotations=dict(cfg.annotations), pod=pod_spec(cfg))
-
-
-def pod_spec(cfg: pb.PodSandboxConfig) -> PodSpec:
-    """The pod's settings in runtime types, made once at RunPodSandbox."""
-    ctx = cfg.linux.security_context
-    ns = ctx.namespace_options
-    field = "config.linux.security_context.namespace_options"
-    if pb.NamespaceMode.TARGET in (ns.network, ns.ipc, ns.pid):
-        raise errors.InvalidArgument(f"{field}: TARGET is only valid for the PID namespace of a container")
-    ports = []
-    for i, pm in enumerate(cfg.port_mappings):
-        if pm.protocol not in _PROTOCOLS:
-            raise errors.InvalidArgument(f"config.port_mappings[{i}].protocol: unknown protocol {pm.protocol}")
-        ports.append(PortMapping(_PROTOCOLS[pm.protocol], pm.container_port, pm.host_port, pm.host_ip))
-    return PodSpec(
-        hostname=cfg.hostname, log_directory=cfg.log_directory,
-        dns_servers=tuple(cfg.dns_config.servers), dns_searches=tuple(cfg.dns_config.searches),
-        dns_options=tuple(cfg.dns_config.options), port_mappings=tuple(ports),
-        host_network=ns.network == pb.NamespaceMode.NODE, host_ipc=ns.ipc == pb.NamespaceMode.NODE,
-        host_pid=ns.pid == pb.NamespaceMode.NODE,
-        # The CRI's zero value for the PID mode is POD: the pod's containers share one namespace.
-        shared_pid=ns.pid == pb.NamespaceMode.POD,
-        cgroup_parent=cfg.linux.cgroup_parent, sysctls=dict(cfg.linux.sysctls),
-        security=convert.pod_security_input(ctx),
-        namespaces=convert.namespaces_input(ns, field) if ctx.HasField("namespace_options") else None)
-
-
-class LegacyRecords:
-    """Reads what a state database of before typed records kept as CRI protobuf."""
-
-    def pod_spec(self, config: bytes) -> PodSpec:
-        cfg = pb.PodSandboxConfig.FromString(config)
-        try:
-            return pod_spec(cfg)
-        except errors.CRIError as e:
-            # The code of then took it; the record's own keys still give what it ran with.
-            log.warning("a recorded pod's config does not convert; its security context is the default",
-                        extra={"fields": {"pod": cfg.metadata.name, "error": str(e)}})
-            return PodSpec()
-
-    def resources(self, message: dict[str, Any]) -> ResourcesInput:
-        return convert.resources_input(json_format.ParseDict(message, pb.LinuxContainerResources()))
-
 
 def _state(record: SandboxRecord) -> pb.PodSandboxState:
     return pb.PodSandboxState.SANDBOX_READY if record.state == SANDBOX_READY else pb.PodSandboxState.SANDBOX_NOTREADY
@@ -132,7 +67,7 @@ class Sandboxes(Area):
 
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
                             context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
-        req = dataclasses.replace(pod_request(request), handler=self._handler(request.runtime_handler))
+        req = dataclasses.replace(convert.pod_request(request), handler=self._handler(request.runtime_handler))
         record = await self.deps.pods.run(req)
         return pb.RunPodSandboxResponse(pod_sandbox_id=record.id)
 

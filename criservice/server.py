@@ -11,12 +11,11 @@ import stat
 
 import grpc
 
-from criservice import __version__, services
+from criservice import __version__, convert, services
 from criservice.config import Config, ConfigError
 from criservice.deps import Deps
 from criservice.interceptors import ErrorMappingInterceptor
 from criservice.prometheus import Metrics
-from criservice.sandboxes import LegacyRecords
 from criservice.sdnotify import Notifier
 from runtime.cni import CniNetwork
 from runtime.cni_config import CniConfigError, load_network
@@ -128,7 +127,7 @@ class Daemon:
                         limits=UnpackLimits(max_bytes=cfg.image.max_layer_bytes,
                                             allow_devices=os.geteuid() == 0),
                         on_done=pulled)
-        sandboxes, containers = SandboxStore(db, LegacyRecords()), ContainerStore(db, LegacyRecords())
+        sandboxes, containers = SandboxStore(db, convert.LegacyRecords()), ContainerStore(db, convert.LegacyRecords())
         runtimes: dict[str, OCIRuntime] = {}
         conmon = binaries.resolve(cfg.runtime.conmon) or cfg.runtime.conmon
         for name, handler in cfg.runtime.handlers.items():

@@ -17,7 +17,8 @@ from google.protobuf import json_format
 
 from api import api_pb2 as pb
 from criservice.containers import container_status
-from criservice.sandboxes import LegacyRecords, sandbox_status
+from criservice.convert import LegacyRecords
+from criservice.sandboxes import sandbox_status
 from runtime.records import FORMAT, ContainerStore, SandboxStore
 from runtime.state import MIGRATIONS, StateDB, StateError
 
