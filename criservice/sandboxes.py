@@ -8,7 +8,6 @@ import functools
 import json
 import time
 from collections.abc import AsyncIterator
-
 from typing import Any
 
 import grpc
@@ -97,11 +96,10 @@ class Sandboxes(Area):
                                         context: grpc.aio.ServicerContext) -> pb.UpdatePodSandboxResourcesResponse:
         """The kubelet sizes the pod cgroup itself; the runtime keeps what it was told (shown by
         `crictl inspectp`) for its own accounting and for plugins."""
-        record = self.deps.pod_records.get(request.pod_sandbox_id)
-        overhead = convert.resources_input(request.overhead) if request.HasField("overhead") else None
-        resources = convert.resources_input(request.resources) if request.HasField("resources") else None
-        self.deps.pod_records.update(record.id, lambda r: dataclasses.replace(
-            r, overhead=overhead, resources=resources))
+        self.deps.pods.told_resources(
+            request.pod_sandbox_id,
+            overhead=convert.resources_input(request.overhead) if request.HasField("overhead") else None,
+            resources=convert.resources_input(request.resources) if request.HasField("resources") else None)
         return pb.UpdatePodSandboxResourcesResponse()
 
     @functools.cached_property

@@ -30,6 +30,7 @@ from runtime import cgroups, errors, mounts, namespaces
 from runtime.cni import CniError, CniNetwork, can_carry
 from runtime.crashpoints import crash_point
 from runtime.logpaths import NAME_MAX, PATH_MAX
+from runtime.oci.specinput import ResourcesInput
 from runtime.podspec import PodSpec
 from runtime.records import SANDBOX_NOTREADY, SANDBOX_READY, SandboxRecord, SandboxStore, now_ns
 from runtime.tasks import every, together
@@ -190,6 +191,12 @@ class PodManager:
         crash_point("pod.run.infra")
         self.store.update(sandbox_id, lambda r: dataclasses.replace(
             r, infra_id=infra_id, infra_pid=pid, pid_ns=f"/proc/{pid}/ns/pid"))
+
+    def told_resources(self, sandbox_id: str, *, overhead: ResourcesInput | None,
+                       resources: ResourcesInput | None) -> SandboxRecord:
+        """UpdatePodSandboxResources: the kubelet sizes the pod cgroup itself; what it
+        said is kept (shown by `crictl inspectp`) for accounting and for plugins."""
+        return self.store.update(sandbox_id, lambda r: dataclasses.replace(r, overhead=overhead, resources=resources))
 
     # ---- stop and remove ------------------------------------------------------------
 

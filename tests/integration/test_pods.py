@@ -302,3 +302,17 @@ def test_a_container_that_exits_at_once_did_not_finish_before_it_started(node: N
                 != pb.CONTAINER_EXITED and time.monotonic() < deadline:
             time.sleep(0.05)
         assert 0 < status.started_at <= status.finished_at, (i, status.started_at - status.finished_at)
+
+
+def test_update_pod_sandbox_resources_is_kept_and_shown(node: Node) -> None:
+    rt = node.rt
+    pod = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config("sized")), timeout=60).pod_sandbox_id
+    rt.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=pod, overhead=pb.LinuxContainerResources(cpu_shares=10),
+        resources=pb.LinuxContainerResources(cpu_quota=150000, cpu_period=100000)), timeout=10)
+    info = json.loads(rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"])
+    assert info["details"]["overhead"]["cpu_shares"] == 10
+    assert (info["details"]["resources"]["cpu_quota"], info["details"]["resources"]["cpu_period"]) == (150000, 100000)
+    with pytest.raises(grpc.RpcError) as err:
+        rt.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="f" * 64), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
