@@ -225,3 +225,54 @@ def _counter(path: str, key: str) -> int:
             if name == key:
                 return int(value)
     return 0
+
+
+# ---- the monitor's cgroup -----------------------------------------------------------------------
+
+# v1 controllers whose new cgroups take no process until values are copied in
+# (cpuset's cpus and mems start empty): the monitor stays in its parent's there.
+_V1_SKIP_FOR_PROCESSES = frozenset({"cpuset"})
+
+
+def is_systemd_path(cgroups_path: str) -> bool:
+    return not cgroups_path.startswith("/") and cgroups_path.count(":") == 2
+
+
+def place_process(pid: int, cgroups_path: str, *, mountinfo: str = MOUNTINFO) -> None:
+    """Move a process into a cgroupfs-driver cgroup, made where missing, in every
+    hierarchy that takes processes as made (all on v2). OSError when the kernel refuses."""
+    if is_systemd_path(cgroups_path):
+        raise ValueError(f"{cgroups_path!r} is a systemd unit: its scope is made by systemd")
+    rel = cgroup_dir(cgroups_path)
+    for h in hierarchies(mountinfo):
+        if h.version == 1 and _V1_SKIP_FOR_PROCESSES & set(h.controllers):
+            continue
+        directory = h.mountpoint + rel
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+
+def scope_call(pid: int, cgroups_path: str) -> list[str]:
+    """The busctl call that has systemd make the transient scope of a systemd-driver
+    path ("<slice>:<prefix>:<name>") and move `pid` into it, as CRI-O does for conmon;
+    systemd removes the scope once its processes are gone."""
+    if not is_systemd_path(cgroups_path):
+        raise ValueError(f"{cgroups_path!r} is not a systemd slice:prefix:name")
+    unit, prefix, name = cgroups_path.split(":")
+    return ["busctl", "call", "--quiet", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
+            f"{prefix}-{name}.scope", "fail", "4",
+            "PIDs", "au", "1", str(pid),
+            "Slice", "s", unit,
+            "Description", "s", f"criservice monitor of {name}",
+            "CollectMode", "s", "inactive-or-failed",
+            "0"]
+
+
+def process_cgroup(pid: int) -> str:
+    """The cgroup of a process on the v2 hierarchy (or, on v1, of its first listed one)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    unified = [ln for ln in lines if ln.startswith("0::")]
+    return (unified or lines)[0].split(":", 2)[2]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -62,6 +63,11 @@ def sandbox_input(record: SandboxRecord) -> SandboxInput:
         runtime_handler=record.handler, security=pod.security)
 
 
+async def _remove_cgroups(*paths: str) -> None:
+    """Each one that was recorded; the first failure after all were tried."""
+    await every([functools.partial(asyncio.to_thread, cgroups.remove_cgroup, p) for p in paths if p])
+
+
 def _process_user(spec: dict[str, Any]) -> ProcessUser | None:
     user = spec.get("process", {}).get("user")
     if not user:
@@ -105,9 +111,9 @@ class ContainerManager:
         except KeyError:
             raise errors.FailedPrecondition(f"runtime handler {handler!r} is not available") from None
 
-    def _cgroups_path(self, sandbox: SandboxRecord, ident: str) -> str:
+    def _cgroups_path(self, sandbox: SandboxRecord, ident: str, kind: str = "container") -> str:
         try:
-            return cgroups.cgroups_path(self.cgroup_driver, sandbox.pod.cgroup_parent, ident)
+            return cgroups.cgroups_path(self.cgroup_driver, sandbox.pod.cgroup_parent, ident, kind=kind)
         except ValueError as e:
             raise errors.InvalidArgument(f"pod sandbox config.linux.cgroup_parent: {e}") from None
 
@@ -136,10 +142,12 @@ class ContainerManager:
         log_path = logpaths.join(log_dir, container.log_path) if log_dir and container.log_path else ""
         container_id = secrets.token_hex(32)
         cgroups_path = self._cgroups_path(sandbox, container_id)
+        conmon_cgroups_path = self._cgroups_path(sandbox, container_id, kind="conmon")
         record = ContainerRecord(
             container_id, sandbox.id, container.name, container.attempt, CONTAINER_CREATED, now_ns(),
             image.id, image_ref, config, labels=dict(container.labels), annotations=dict(container.annotations),
-            handler=sandbox.handler, cgroups_path=cgroups_path, log_path=log_path, building=True)
+            handler=sandbox.handler, cgroups_path=cgroups_path, conmon_cgroups_path=conmon_cgroups_path,
+            log_path=log_path, building=True)
         self.store.add(record)  # ALREADY_EXISTS for a live duplicate name
         crash_point("container.create.recorded")
         try:
@@ -174,7 +182,8 @@ class ContainerManager:
         runtime = self.runtime_for(sandbox.handler)
         pid = await runtime.create(record.id, snap.path, log_path=log_path, tty=container.tty,
                                    stdin=container.stdin, stdin_once=container.stdin_once,
-                                   systemd_cgroup=self.cgroup_driver == "systemd")
+                                   systemd_cgroup=self.cgroup_driver == "systemd",
+                                   conmon_cgroup=record.conmon_cgroups_path)
         crash_point("container.create.runtime")
         stop_signal = container.stop_signal or image_input(image, "", "").stop_signal
         user = _process_user(spec)
@@ -233,8 +242,7 @@ class ContainerManager:
         if runtime is not None:
             steps.append(lambda: runtime.delete(record.id, force=True))
         steps.append(lambda: self._remove_snapshots(self.store.get(record.id)))
-        if record.cgroups_path:
-            steps.append(lambda: asyncio.to_thread(cgroups.remove_cgroup, record.cgroups_path))
+        steps.append(lambda: _remove_cgroups(record.cgroups_path, record.conmon_cgroups_path))
         await every(steps)
 
     # ---- start, stop, exits ---------------------------------------------------------------
@@ -366,8 +374,7 @@ class ContainerManager:
             await runtime.delete(container_id)
             crash_point("container.remove.runtime")
             await self._remove_snapshots(record)
-            if record.cgroups_path:
-                await asyncio.to_thread(cgroups.remove_cgroup, record.cgroups_path)
+            await _remove_cgroups(record.cgroups_path, record.conmon_cgroups_path)
             crash_point("container.remove.rootfs")
             self.store.delete(container_id)
         self._event("deleted", record)
@@ -394,9 +401,10 @@ class ContainerManager:
         image = await self._pause_image()
         infra_id = "infra-" + sandbox.id
         cgroups_path = self._cgroups_path(sandbox, infra_id)
+        conmon_cgroups_path = self._cgroups_path(sandbox, infra_id, kind="conmon")
         # Recorded before anything is made, so that an undo finds all of it.
         self.sandboxes.update(sandbox.id, lambda r: dataclasses.replace(
-            r, infra_id=infra_id, infra_cgroups_path=cgroups_path))
+            r, infra_id=infra_id, infra_cgroups_path=cgroups_path, infra_conmon_cgroups_path=conmon_cgroups_path))
         snap = self.snapshots.create(infra_id, image)
         rootfs = await self.snapshots.mount(infra_id)
         spec = await asyncio.to_thread(build_infra_spec, sandbox_input(sandbox),
@@ -405,7 +413,8 @@ class ContainerManager:
         await asyncio.to_thread(_write_json, os.path.join(snap.path, "config.json"), spec)
         runtime = self.runtime_for(sandbox.handler)
         pid = await runtime.create(infra_id, snap.path, log_path=os.path.join(snap.path, "infra.log"),
-                                   systemd_cgroup=self.cgroup_driver == "systemd")
+                                   systemd_cgroup=self.cgroup_driver == "systemd",
+                                   conmon_cgroup=conmon_cgroups_path)
         await runtime.start(infra_id)
         return infra_id, pid
 
@@ -424,8 +433,7 @@ class ContainerManager:
             return
         await self.runtime_for(sandbox.handler).delete(infra_id, force=True)
         await self.snapshots.remove(infra_id)
-        if sandbox.infra_cgroups_path:
-            await asyncio.to_thread(cgroups.remove_cgroup, sandbox.infra_cgroups_path)
+        await _remove_cgroups(sandbox.infra_cgroups_path, sandbox.infra_conmon_cgroups_path)
 
     # ---- exec, update, logs -------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class SandboxRecord:
     infra_id: str = ""
     infra_pid: int = 0
     infra_cgroups_path: str = ""
+    infra_conmon_cgroups_path: str = ""         # its monitor's; "" in records of before
     # What was measured, and what the kubelet said.
     phases_ms: Mapping[str, float] = field(default_factory=dict)    # RunPodSandbox, phase by phase
     timeline_ms: Mapping[str, float] = field(default_factory=dict)  # from RunPodSandbox to each container start
@@ -134,6 +135,7 @@ class ContainerRecord:
     annotations: dict[str, str] = field(default_factory=dict)
     handler: str = ""                   # its pod's runtime handler
     cgroups_path: str = ""              # as given to the OCI runtime (slice:prefix:name with systemd)
+    conmon_cgroups_path: str = ""       # its monitor's, in the same pod; "" in records of before
     log_path: str = ""                  # under the pod's log directory; "" = container.log in the bundle
     # Progress markers, as on sandboxes.
     building: bool = False              # CreateContainer has not returned it yet

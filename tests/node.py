@@ -196,8 +196,9 @@ def disagreements(node: Node, cgroup_parent: str) -> list[str]:
     for cid in conmons:
         if cid not in live:
             problems.append(f"a conmon runs for {cid[:20]}, which no record explains")
-    for name in _cgroup_children(cgroup_parent) - live:
-        problems.append(f"cgroup {cgroup_parent}/{name} belongs to no record")
+    for name in _cgroup_children(cgroup_parent):
+        if name.removeprefix("conmon-") not in live:   # a container's, or its monitor's
+            problems.append(f"cgroup {cgroup_parent}/{name} belongs to no record")
     ready_netns = {Path(i["details"]["netns"]).name for i in sandboxes.values()
                    if i["state"] == "ready" and i["details"].get("netns")}
     view = host_view(base)

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from runtime import errors
+from runtime import cgroups, errors
 from runtime.oci.dirwatch import DirWatcher, resolve
 from runtime.oci.runtime import TIMED_OUT_EXIT_CODE, ContainerState, ExecResult, OCIError, OCIRuntime
 
@@ -371,7 +371,7 @@ class RuncConmon(OCIRuntime):
 
     async def create(self, container_id: str, bundle: str, *, log_path: str, tty: bool = False,
                      stdin: bool = False, stdin_once: bool = False, systemd_cgroup: bool = False,
-                     timeout: float = 240) -> int:
+                     conmon_cgroup: str = "", timeout: float = 240) -> int:
         cdir = self._dir(container_id)
         if not os.path.isabs(log_path):
             raise errors.InvalidArgument(f"log path {log_path!r} is not absolute")
@@ -385,12 +385,12 @@ class RuncConmon(OCIRuntime):
         argv = self._conmon_argv(container_id, record, tty=tty, stdin=stdin, stdin_once=stdin_once,
                                  systemd_cgroup=systemd_cgroup)
         try:
-            return await self._run_conmon(container_id, argv, timeout)
+            return await self._run_conmon(container_id, argv, timeout, conmon_cgroup)
         except BaseException:
             await asyncio.shield(self._abandon(container_id))
             raise
 
-    async def _run_conmon(self, container_id: str, argv: list[str], timeout: float) -> int:
+    async def _run_conmon(self, container_id: str, argv: list[str], timeout: float, cgroup: str) -> int:
         loop = asyncio.get_running_loop()
         sync_r, sync_w = os.pipe()
         start_r, start_w = os.pipe()
@@ -409,6 +409,7 @@ class RuncConmon(OCIRuntime):
             os.close(sync_w)
             os.close(start_r)
         try:
+            await self._place_conmon(container_id, proc.pid, cgroup)
             line = await self._handshake(container_id, loop, sync_r, start_w, timeout)
             # The process we started exits as soon as it has forked the real conmon.
             _, stderr = await asyncio.wait_for(proc.communicate(), CONMON_EXIT_WAIT)
@@ -417,6 +418,37 @@ class RuncConmon(OCIRuntime):
                 proc.kill()
                 await proc.wait()
         return self._create_result(container_id, line, proc.returncode or 0, stderr)
+
+    async def _place_conmon(self, container_id: str, pid: int, cgroup: str) -> None:
+        """conmon in a cgroup of its own in the pod (CRI-O's conmon_cgroup = "pod"): charged
+        to the pod, apart from the daemon, whose restart then never touches it. It blocks
+        on the start pipe until it is there, so the processes it forks follow it. Where
+        that fails it stays in the daemon's cgroup, which works too: logged, not fatal."""
+        if not cgroup:
+            return
+        try:
+            if cgroups.is_systemd_path(cgroup):
+                await self._start_scope(pid, cgroup)
+            else:
+                await asyncio.to_thread(cgroups.place_process, pid, cgroup)
+        except (OSError, OCIError) as e:
+            log.warning("conmon stays in the daemon's cgroup: moving it failed", extra={"fields": {
+                "container": container_id, "cgroup": cgroup, "error": str(e)}})
+
+    async def _start_scope(self, pid: int, cgroup: str) -> None:
+        proc = await asyncio.create_subprocess_exec(*cgroups.scope_call(pid, cgroup), stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), RUNTIME_TIMEOUT)
+        if proc.returncode != 0:
+            raise OCIError(f"busctl StartTransientUnit: {err.decode(errors='replace').strip()}")
+        # systemd moves the process when the unit's job runs: wait for that.
+        scope = "/" + cgroups.cgroup_dir(cgroup).rsplit("/", 1)[1]
+        for _ in range(200):
+            if cgroups.process_cgroup(pid).endswith(scope):
+                return
+            await asyncio.sleep(0.01)
+        raise OCIError(f"systemd did not move conmon into {scope[1:]} within 2s")
 
     async def _handshake(self, container_id: str, loop: asyncio.AbstractEventLoop, sync_r: int,
                          start_w: int, timeout: float) -> bytes:

@@ -256,10 +256,24 @@ def test_cgroup_paths_are_removed_with_their_pods(node: Node) -> None:
     pod, ctr = run_pod(rt, "cg")
     info = json.loads(rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True)).info["info"])
     assert cgroup_dirs(info["cgroupsPath"])
+    # conmon sits in a cgroup of its own beside its container's, in the same parent.
+    monitor = info["cgroupsPath"].rsplit("/", 1)[0] + f"/conmon-{ctr}"
+    conmons = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p)[:1] == ["conmon"]
+               and ctr in _cmdline(p)]
+    assert conmons and all(monitor in (p / "cgroup").read_text() for p in conmons)
+    assert cgroup_dirs(monitor)
     rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
     rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
-    assert not cgroup_dirs(info["cgroupsPath"])
+    assert not cgroup_dirs(info["cgroupsPath"]) and not cgroup_dirs(monitor)
     assert cgroups.cgroups_path("cgroupfs", "", ctr).endswith(ctr)
+
+
+def _cmdline(proc: Path) -> list[str]:
+    try:
+        return [os.path.basename(a) if i == 0 else a
+                for i, a in enumerate((proc / "cmdline").read_bytes().decode(errors="replace").split("\0"))]
+    except OSError:
+        return []
 
 
 def test_container_status_names_the_image_as_its_user_did(node: Node) -> None:

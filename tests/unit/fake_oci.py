@@ -50,7 +50,7 @@ class FakeRuntime:
 
     async def create(self, container_id: str, bundle: str, *, log_path: str, tty: bool = False,
                      stdin: bool = False, stdin_once: bool = False, systemd_cgroup: bool = False,
-                     timeout: float = 240) -> int:
+                     conmon_cgroup: str = "", timeout: float = 240) -> int:
         self._call("create", container_id)
         c = self.containers[container_id] = FakeContainer(bundle, pid=next(self._pids))
         return c.pid

@@ -178,3 +178,33 @@ def test_oom_killed_reads_v2_memory_events(tmp_path: Path) -> None:
     d.mkdir(parents=True)
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
     assert cgroups.oom_killed(cgroups_path("systemd", "", CID), mountinfo=str(mountinfo)) is True
+
+
+def test_place_process_writes_the_pid_in_every_hierarchy_but_cpuset(tmp_path: Path) -> None:
+    mountinfo = _fake_v1(tmp_path)
+    (tmp_path / "cpuset").mkdir()
+    with mountinfo.open("a") as f:
+        f.write(f"60 20 0:60 / {tmp_path / 'cpuset'} rw,relatime - cgroup cgroup rw,cpuset\n")
+    path = cgroups.cgroups_path("cgroupfs", "/kubepods/pod1", CID, kind="conmon")
+    cgroups.place_process(4242, path, mountinfo=str(mountinfo))
+    for name in ("memory", "cpu,cpuacct", "systemd", "unified"):
+        assert (tmp_path / name / "kubepods/pod1" / f"conmon-{CID}" / "cgroup.procs").read_text() == "4242"
+    # A new cpuset cgroup has no CPUs until they are copied in: it is left alone.
+    assert not (tmp_path / "cpuset" / "kubepods").exists()
+    with pytest.raises(ValueError, match="systemd unit"):
+        cgroups.place_process(1, cgroups.cgroups_path("systemd", "kubepods.slice", CID, kind="conmon"))
+
+
+def test_the_monitors_scope_is_asked_of_systemd_in_the_pods_slice() -> None:
+    path = cgroups.cgroups_path("systemd", "/kubepods.slice/kubepods-besteffort.slice", CID, kind="conmon")
+    argv = cgroups.scope_call(4242, path)
+    assert argv[:8] == ["busctl", "call", "--quiet", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                        "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))"]
+    assert argv[8:11] == [f"cri-criservice-conmon-{CID}.scope", "fail", "4"]
+    props = argv[11:-1]
+    assert props[props.index("PIDs"):][:4] == ["PIDs", "au", "1", "4242"]
+    assert props[props.index("Slice"):][:3] == ["Slice", "s", "kubepods-besteffort.slice"]
+    assert argv[-1] == "0"   # no auxiliary units
+    assert cgroups.cgroup_dir(path).endswith(f"/kubepods-besteffort.slice/cri-criservice-conmon-{CID}.scope")
+    with pytest.raises(ValueError, match="not a systemd"):
+        cgroups.scope_call(1, "/kubepods/x")
