@@ -37,13 +37,20 @@ def _binary_check(label: str, info: binaries.BinaryInfo, fix: str, required: boo
 
 async def check_binaries(config: Config) -> list[Check]:
     checks = []
+    hybrid = cgroups.detect().mode == "hybrid"
     for name, handler in config.runtime.handlers.items():
         info = await binaries.probe(handler.path)
         default = name == config.runtime.default_handler
-        checks.append(_binary_check(
-            f"runtime handler {name}" + (" (default)" if default else ""), info,
-            f"apt-get install {os.path.basename(handler.path)}, or set "
-            f"[runtime.handlers.{name}] path", required=default))
+        label = f"runtime handler {name}" + (" (default)" if default else "")
+        if info.usable and info.version.startswith("crun") and hybrid:
+            # It answers --version, then refuses every container ("hybrid mode not supported").
+            checks.append(Check(label, False, f"{info.path}: {info.version}; crun refuses cgroup v1 hybrid "
+                                "hosts (v1 controllers beside a unified mount), so its containers fail here",
+                                "use runc on this host, or boot it with cgroup v2 "
+                                "(systemd.unified_cgroup_hierarchy=1)", warning=not default))
+            continue
+        checks.append(_binary_check(label, info, f"apt-get install {os.path.basename(handler.path)}, or set "
+                                    f"[runtime.handlers.{name}] path", required=default))
     checks.append(_binary_check("conmon", await binaries.probe(config.runtime.conmon),
                                 "apt-get install conmon, or set [runtime] conmon"))
     return checks

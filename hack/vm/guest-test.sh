@@ -5,6 +5,9 @@
 #   2. the README's first command installs criservice as its systemd unit and starts it
 #   3. tests/e2e/test_systemd_unit.py against that unit (Type=notify, restart keeps
 #      containers, the journal), with a mirror to the local registry as a drop-in
+#   4. tests/integration/test_cgroup_v2.py: the systemd and cgroupfs drivers on v2
+#      (where containers and conmon land, limits, updates, stats, OOM kills), and
+#      crun, which refuses this project's v1 hybrid hosts
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,5 +44,9 @@ CONTAINER_RUNTIME_ENDPOINT=unix:///run/criservice/criservice.sock \
     IMAGE_SERVICE_ENDPOINT=unix:///run/criservice/criservice.sock \
     "${PYTEST[@]}" tests/e2e/test_systemd_unit.py || status=1
 systemctl stop criservice
+
+step "tests/integration/test_cgroup_v2.py: both cgroup drivers on cgroup v2, and the crun handler"
+"${PYTEST[@]}" tests/integration/test_cgroup_v2.py "tests/integration/test_oci_runtime.py::test_crun_handler" \
+    || status=1
 step "done, status $status"
 exit $status

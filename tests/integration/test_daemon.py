@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from api import api_pb2 as pb, api_pb2_grpc
+from runtime import cgroups
 from tests.conftest import write_config
 from tests.daemon import DaemonProcess, real_cni, run_cli
 
@@ -96,6 +97,11 @@ def test_doctor_passes_on_this_host(short_tmp: Path) -> None:
     for check in ("runtime handler runc (default)", "conmon", "cgroups", "overlayfs", "CNI",
                   "seccomp", "state dir", "socket"):
         assert f"] {check}:" in res.stdout
+    if os.access("/usr/bin/crun", os.X_OK):
+        # crun answers --version, then refuses every container on a v1 hybrid host.
+        hybrid = cgroups.detect().mode == "hybrid"
+        assert ("[warn] runtime handler crun: " in res.stdout) == hybrid, res.stdout
+        assert ("crun refuses cgroup v1 hybrid hosts" in res.stdout) == hybrid
 
 
 def test_doctor_names_the_fix_when_conmon_is_missing(short_tmp: Path) -> None:
