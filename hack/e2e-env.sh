@@ -6,7 +6,8 @@
 #   hack/e2e-env.sh down   stops what `up` started and removes what it made
 #   hack/e2e-env.sh env    prints the variables again (for eval)
 #   hack/e2e-env.sh restart  the daemon only; pods and containers keep running
-# Everything lives under $E2E_DIR (default /var/tmp/criservice-e2e). A second
+# E2E_CGROUP_DRIVER=systemd gives the daemon the systemd cgroup driver (the default is
+# cgroupfs). Everything lives under $E2E_DIR (default /var/tmp/criservice-e2e). A second
 # environment beside the first one needs its own E2E_DIR, E2E_BRIDGE, E2E_SUBNET
 # and CRISERVICE_METRICS_PORT.
 set -euo pipefail
@@ -69,6 +70,9 @@ netns_dir = "$E2E_DIR/run/netns"
 
 [cni]
 conf_dir = "$E2E_DIR/cni"
+
+[runtime]
+cgroup_driver = "${E2E_CGROUP_DRIVER:-cgroupfs}"
 
 [log]
 level = "${CRISERVICE_LOG_LEVEL:-info}"

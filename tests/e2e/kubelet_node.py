@@ -32,6 +32,7 @@ KUBELET = REPO / ".tools/bin/kubelet"
 DEPLOY_DROPIN = REPO / "deploy/kubelet/10-criservice.conf"
 NODE_NAME = "criservice-node"
 CGROUP_FS = Path("/sys/fs/cgroup")
+CGROUP_V2 = (CGROUP_FS / "cgroup.controllers").exists()
 # Paths upstream hard-codes whatever the root directory is.
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
@@ -64,6 +65,7 @@ class Kubelet:
     port: int = 10250
     healthz_port: int = 10248
     cgroup_root: str = "/criservice-kubelet-e2e"
+    cgroup_driver: str = "cgroupfs"     # criservice's, which the kubelet takes from RuntimeConfig
     log_max_size: str = "1Mi"
     log_max_files: int = 5
     proc: subprocess.Popen[bytes] | None = None
@@ -72,11 +74,14 @@ class Kubelet:
     @classmethod
     def from_env(cls, endpoint: str) -> Kubelet:
         env = os.environ.get
+        driver = runtime_cgroup_driver(endpoint)
+        # With systemd the kubelet's pods go to kubepods.slice at the root, as on real nodes.
+        root = "/" if driver == "systemd" else env("KUBELET_E2E_CGROUP_ROOT", "/criservice-kubelet-e2e")
         return cls(base=Path(env("KUBELET_E2E_DIR", "/var/tmp/criservice-kubelet-e2e")), endpoint=endpoint,
                    read_only_port=int(env("KUBELET_E2E_READONLY_PORT", "10255")),
                    port=int(env("KUBELET_E2E_PORT", "10250")),
                    healthz_port=int(env("KUBELET_E2E_HEALTHZ_PORT", "10248")),
-                   cgroup_root=env("KUBELET_E2E_CGROUP_ROOT", "/criservice-kubelet-e2e"))
+                   cgroup_root=root, cgroup_driver=driver)
 
     # Layout.
     @property
@@ -95,8 +100,17 @@ class Kubelet:
     def config_dir(self) -> Path: return self.base / "kubelet.conf.d"
 
     def cgroup_dirs(self) -> list[Path]:
-        """The cgroup root in every mounted hierarchy (v1 controllers, named, unified)."""
+        """Where the pods' cgroups go: the cgroup root in every mounted hierarchy (v1
+        controllers, named, unified), or in the one v2 hierarchy; kubepods.slice with systemd."""
+        if self.cgroup_driver == "systemd":
+            return [CGROUP_FS / "kubepods.slice"]
+        if CGROUP_V2:
+            return [CGROUP_FS / self.cgroup_root.lstrip("/")]
         return [h / self.cgroup_root.lstrip("/") for h in sorted(CGROUP_FS.iterdir()) if h.is_dir()]
+
+    def pod_cgroup_key(self, uid: str) -> str:
+        """How a pod's uid shows in its cgroup's name (systemd's unit names have no '-')."""
+        return uid.replace("-", "_") if self.cgroup_driver == "systemd" else uid
 
     # Set-up.
     def prepare(self) -> None:
@@ -127,11 +141,16 @@ class Kubelet:
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "containerRuntimeEndpoint": self.endpoint, "imageServiceEndpoint": self.endpoint,
             "containerLogMaxSize": self.log_max_size, "containerLogMaxFiles": self.log_max_files,
+            # On cgroup v2 the kubelet runs as upstream ships it, refusing v1, to show that
+            # deploy/'s failCgroupV1: false is only the v1 escape hatch.
+            **({"failCgroupV1": True} if CGROUP_V2 else {}),
         }, indent=2) + "\n")
 
     def _make_cgroup_root(self) -> None:
         # The kubelet refuses a cgroup root that does not exist; cpuset needs its CPUs and
-        # memory nodes before anything can join a child.
+        # memory nodes before anything can join a child. systemd makes the slices.
+        if self.cgroup_driver == "systemd":
+            return
         for d in self.cgroup_dirs():
             if d.parent.name == "unified":
                 continue
@@ -246,6 +265,8 @@ class Kubelet:
             crictl(self.endpoint, "rmp", "-f", sb["id"], timeout=120)
         for target in reversed(mounts_under(self.base)):
             subprocess.run(["umount", "-l", target], check=False)
+        if self.cgroup_driver == "systemd":   # the QoS slices the kubelet made, and what is in them
+            subprocess.run(["systemctl", "stop", "kubepods.slice"], check=False)
         for d in self.cgroup_dirs():
             remove_cgroup_tree(d)
         if CONTAINER_LOG_LINKS.exists():
@@ -266,6 +287,14 @@ class Kubelet:
         left += [f"pod sandbox {sb['id']}" for sb in kubelet_sandboxes(self.endpoint)]
         left += [f"path {p}" for p in (self.base, *self.made) if p.exists()]
         return left
+
+
+def runtime_cgroup_driver(endpoint: str) -> str:
+    """The cgroup driver criservice's RuntimeConfig tells the kubelet to use."""
+    res = crictl(endpoint, "runtime-config")
+    driver = res.stdout.split(":")[-1].strip().lower()
+    assert res.returncode == 0 and driver in ("cgroupfs", "systemd"), res.stdout + res.stderr
+    return driver
 
 
 def _sandboxes(endpoint: str) -> list[dict[str, Any]]:

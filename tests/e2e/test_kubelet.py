@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import BUSYBOX, NGINX, crictl, free_port
+from tests.e2e.conftest import BUSYBOX, NGINX, free_port
 from tests.e2e.kubelet_node import (
-    CGROUP_FS, CONTAINER_LOG_LINKS, KUBELET, Kubelet, cni_leases, foreign_sandboxes, mount_points, pgrep,
-    wait_for,
+    CGROUP_FS, CGROUP_V2, CONTAINER_LOG_LINKS, KUBELET, Kubelet, cni_leases, foreign_sandboxes, mount_points, pgrep,
+    runtime_cgroup_driver, wait_for,
 )
 from tests.e2e.kubelet_stream import kubelet_exec, kubelet_port_forward
 from tests.e2e.kubelet_views import RUNTIME_PREFIX, RuntimeView, assert_agree
@@ -133,14 +133,12 @@ def test_kubelet_runs_with_the_deploy_settings_and_the_runtimes_cgroup_driver(ku
     # deploy/kubelet/10-criservice.conf is in effect, merged under the test's own drop-in.
     cfg = kubelet.configz()
     assert cfg["featureGates"] == {"PodAndContainerStatsFromCRI": True}
-    assert cfg["failCgroupV1"] is False
+    assert cfg["failCgroupV1"] is CGROUP_V2   # deploy/'s false on v1; upstream's true on v2
     assert (cfg["containerRuntimeEndpoint"], cfg["imageServiceEndpoint"]) == (endpoint, endpoint)
     assert (cfg["containerLogMaxSize"], cfg["containerLogMaxFiles"]) == (kubelet.log_max_size, kubelet.log_max_files)
     # The cgroup driver comes from criservice's RuntimeConfig, not from any kubelet setting.
-    res = crictl(endpoint, "runtime-config")
-    driver = res.stdout.split(":")[-1].strip().lower()
-    assert res.returncode == 0 and driver in ("cgroupfs", "systemd"), res.stdout + res.stderr
-    assert cfg["cgroupDriver"] == driver
+    driver = runtime_cgroup_driver(endpoint)
+    assert cfg["cgroupDriver"] == driver == kubelet.cgroup_driver
     log = kubelet.log.read_text()
     assert f'"Using cgroup driver setting received from the CRI runtime" cgroupDriver="{driver}"' in log
     assert "cgroup v1 detected" in log or not (CGROUP_FS / "memory").is_dir()
@@ -406,7 +404,7 @@ def test_criservice_then_kubelet_restart_recreate_nothing(kubelet: Kubelet, web:
 
 def host_traces(k: Kubelet, uids: list[str], ids: list[str]) -> list[str]:
     """Everything on the host that still names one of these pods or containers."""
-    keys = [*uids, *ids, *(i[:16] for i in ids)]
+    keys = [*uids, *(k.pod_cgroup_key(u) for u in uids), *ids, *(i[:16] for i in ids)]
     found = [f"mount {m}" for m in mount_points() if any(key in m for key in keys)]
     for top in k.cgroup_dirs():
         if top.is_dir():
@@ -457,7 +455,9 @@ def test_removing_the_manifests_removes_everything(kubelet: Kubelet, web: str, e
     assert not [r for r in nat_rules() if f"dpt:{HOST_PORT}" in r or f"--dport {HOST_PORT}" in r]
     qos = sorted(str(d.relative_to(top)) for top in kubelet.cgroup_dirs() if top.is_dir()
                  for d in top.rglob("*") if d.is_dir())
-    assert all(re.fullmatch(r"kubepods(/(burstable|besteffort))?", d) for d in qos), qos
+    left = (r"kubepods-(burstable|besteffort)\.slice" if kubelet.cgroup_driver == "systemd"
+            else r"kubepods(/(burstable|besteffort))?")
+    assert all(re.fullmatch(left, d) for d in qos), qos
 
 
 def nat_rules() -> list[str]:
