@@ -57,6 +57,7 @@ class Runtime:
     daemon_pid: int
     monitor_comm: str      # how the per-pod monitor processes are found: their comm starts
     monitor_mark: str      # with this, and their command line contains this
+    handler: str = ""      # the RuntimeClass handler its pods ask for ("" = the default)
     pods: list[str] = field(default_factory=list)
     workloads: dict[str, int] = field(default_factory=dict)   # container id -> pid
     count: int = 0
@@ -105,7 +106,8 @@ def start_pod(r: Runtime, log_root: str, run_id: str, pid_mode: int) -> Started:
     os.makedirs(cfg.log_directory, exist_ok=True)
     ccfg = container_config(run_id, pid_mode)
     t0 = time.perf_counter()
-    sandbox_id = r.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=CALL_TIMEOUT).pod_sandbox_id
+    sandbox_id = r.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg, runtime_handler=r.handler),
+                                    timeout=CALL_TIMEOUT).pod_sandbox_id
     r.pods.append(sandbox_id)
     t1 = time.perf_counter()
     container_id = r.rt.CreateContainer(pb.CreateContainerRequest(
@@ -456,18 +458,19 @@ def verdicts(result: dict[str, Any], a: str, b: str) -> list[str]:
 
 
 def parse_runtime(text: str) -> Runtime:
-    """NAME=ENDPOINT,pid=PID,monitor=COMM:MARK"""
+    """NAME=ENDPOINT,pid=PID,monitor=COMM:MARK[,handler=HANDLER]"""
     name, _, rest = text.partition("=")
     endpoint, *opts = rest.split(",")
     kv = dict(o.split("=", 1) for o in opts)
     comm, _, mark = kv["monitor"].partition(":")
-    return Runtime(name, endpoint, int(kv["pid"]), comm, mark)
+    return Runtime(name, endpoint, int(kv["pid"]), comm, mark, kv.get("handler", ""))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runtime", action="append", type=parse_runtime, required=True,
-                   help="NAME=ENDPOINT,pid=DAEMON_PID,monitor=COMM:MARK (twice: the measured one first)")
+                   help="NAME=ENDPOINT,pid=DAEMON_PID,monitor=COMM:MARK[,handler=HANDLER] "
+                        "(twice: the measured one first)")
     p.add_argument("--log-root", required=True, help="where the pods' log directories go")
     p.add_argument("--sequential", type=int, default=20)
     p.add_argument("--parallel", type=int, default=10)

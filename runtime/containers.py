@@ -31,6 +31,7 @@ from runtime.images.store import ImageRecord, ImageStore
 from runtime.oci.runtime import OCIRuntime
 from runtime.oci.spec import build_infra_spec, build_spec, linux_resources
 from runtime.oci.specinput import ContainerInput, ImageInput, ResourcesInput, SandboxInput
+from runtime.oomwatch import OomWatch
 from runtime.records import (CONTAINER_CREATED, CONTAINER_EXITED, CONTAINER_RUNNING, SANDBOX_READY,
                              ContainerRecord, ContainerStore, ImageVolume, ProcessUser, SandboxRecord,
                              SandboxStore, now_ns)
@@ -103,6 +104,8 @@ class ContainerManager:
         self.on_oom = on_oom
         self.on_event = on_event  # (kind, container id, sandbox id, time ns): see runtime.events
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._v2 = cgroups.detect().mode == "v2"
+        self._oom = OomWatch(self._saw_oom_kill)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def runtime_for(self, handler: str) -> OCIRuntime:
@@ -293,10 +296,21 @@ class ContainerManager:
         return False
 
     def _watch(self, container_id: str) -> None:
+        self._watch_oom(container_id)
         if container_id not in self._watchers:
             task = asyncio.ensure_future(self._wait_and_record(container_id))
             self._watchers[container_id] = task
             task.add_done_callback(lambda _t: self._watchers.pop(container_id, None))
+
+    def _watch_oom(self, container_id: str) -> None:
+        record = self.store.find(container_id)
+        if self._v2 and record is not None and record.cgroups_path:
+            self._oom.watch(container_id, cgroups.CGROUP_ROOT + cgroups.cgroup_dir(record.cgroups_path))
+
+    def _saw_oom_kill(self, container_id: str) -> None:
+        record = self.store.find(container_id)
+        if record is not None and record.state != CONTAINER_EXITED:
+            self.store.update(container_id, lambda r: dataclasses.replace(r, oom_killed=True))
 
     async def _wait_and_record(self, container_id: str) -> None:
         record = self.store.find(container_id)
@@ -314,12 +328,14 @@ class ContainerManager:
         state = await self.runtime_for(record.handler).state(container_id)
         if state.exit_code is None:
             return record
-        oom = state.oom_killed
-        if record.cgroups_path:
+        # conmon's mark, the kill seen while it ran, or the cgroup's count, which systemd
+        # removes with the scope as soon as the last process is gone.
+        oom = state.oom_killed or self.store.get(container_id).oom_killed
+        if record.cgroups_path and not oom:
             try:
                 oom = await asyncio.to_thread(cgroups.oom_killed, record.cgroups_path)
             except FileNotFoundError:
-                pass  # the cgroup went with its last process (systemd removes an empty scope)
+                pass
         reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
         # stop() and the exit watcher both come here when a stop makes the container
         # exit: the first to get past the awaits records the exit, once.
@@ -328,6 +344,7 @@ class ContainerManager:
             return current
         record = self.store.transition(container_id, CONTAINER_EXITED, exit_code=state.exit_code,
                                        finished_at=state.finished_at_ns or now_ns(), reason=reason)
+        self._oom.forget(container_id)
         self._event("stopped", record)
         if oom and self.on_oom is not None:
             self.on_oom(record)
@@ -506,6 +523,7 @@ class ContainerManager:
         await self.runtime_for(record.handler).reopen_log(record.id)
 
     async def close(self) -> None:
+        self._oom.close()
         for task in list(self._watchers.values()):
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)

@@ -142,6 +142,7 @@ class ContainerRecord:
     removing: bool = False              # RemoveContainer began
     bundle: str = ""                    # the OCI bundle (and snapshot) directory
     pid: int = 0                        # its init process, as the OCI runtime reported it
+    oom_killed: bool = False            # an OOM kill seen in its cgroup while it ran (cgroup v2)
     stop_signal: str = ""               # the config's, else the image's; "" = SIGTERM
     user: ProcessUser | None = None     # what the spec says it runs as
     image_volumes: Mapping[str, ImageVolume] = field(default_factory=dict)   # by container path

@@ -162,7 +162,10 @@ def test_stats_come_from_the_v2_files(node: tuple[Node, str]) -> None:
     usage_usec = int(next(ln.split()[1] for ln in (d / "cpu.stat").read_text().splitlines()
                           if ln.startswith("usage_usec")))
     assert 0 < stats.cpu.usage_core_nano_seconds.value <= usage_usec * 1000 + 10**9
-    assert 0 < stats.memory.working_set_bytes.value <= int((d / "memory.current").read_text())
+    # One sample: what is left below memory.max is the limit less the working set.
+    assert 0 < stats.memory.working_set_bytes.value <= stats.memory.usage_bytes.value
+    assert stats.memory.available_bytes.value + stats.memory.working_set_bytes.value == \
+        int((d / "memory.max").read_text()) == 64 * MiB
     pods = n.rt.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
     assert [p.attributes.id for p in pods] == [pod] and pods[0].linux.cpu.usage_core_nano_seconds.value > 0
 

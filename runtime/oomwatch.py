@@ -1,0 +1,117 @@
+"""OOM kills of running containers on cgroup v2, seen as they happen.
+
+The kernel marks a cgroup's memory.events modified (inotify IN_MODIFY) on every
+memory event. With the systemd driver a container's scope, and its memory.events
+with it, is removed as soon as its last process is gone, often before the exit is
+recorded: the kill count must be read while the container still runs. (With
+cgroupfs the directory stays until the container is removed, and reading it at
+exit is enough; the watch costs one inotify watch per running container either way.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import struct
+from collections.abc import Callable
+
+log = logging.getLogger("criservice.oom")
+
+_IN_MODIFY = 0x00000002
+_IN_IGNORED = 0x00008000
+_EVENT = struct.Struct("iIII")   # wd, mask, cookie, len; then len bytes of name (none for a file)
+
+
+def oom_kills(memory_events: str) -> int:
+    """The oom_kill counter of a memory.events file's text (0 when absent)."""
+    for line in memory_events.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return 0
+
+
+class OomWatch:
+    """One inotify instance for every running container's memory.events."""
+
+    def __init__(self, on_kill: Callable[[str], None]) -> None:
+        self._on_kill = on_kill
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._by_wd: dict[int, tuple[str, str]] = {}    # wd -> (container id, memory.events path)
+        self._by_id: dict[str, int] = {}
+
+    def watch(self, container_id: str, cgroup_dir: str) -> None:
+        """Start watching (idempotent); a container whose cgroup is gone already is skipped.
+        A kill that came before the watch is reported at once."""
+        if container_id in self._by_id:
+            return
+        path = os.path.join(cgroup_dir, "memory.events")
+        self._open()
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
+        if wd < 0:
+            err = ctypes.get_errno()
+            if err not in (errno.ENOENT, errno.ENOTDIR):
+                log.warning("cannot watch a container's memory events", extra={"fields": {
+                    "container": container_id, "path": path, "error": os.strerror(err)}})
+            return
+        self._by_wd[wd] = (container_id, path)
+        self._by_id[container_id] = wd
+        self._check(wd)
+
+    def forget(self, container_id: str) -> None:
+        wd = self._by_id.pop(container_id, None)
+        if wd is not None:
+            self._by_wd.pop(wd, None)
+            self._libc.inotify_rm_watch(self._fd, wd)   # fails harmlessly once the file went
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+        self._fd, self._by_wd, self._by_id = -1, {}, {}
+
+    def _open(self) -> None:
+        if self._fd >= 0:
+            return
+        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self._fd, self._loop = fd, asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        changed = set()
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            wd, mask, _, length = _EVENT.unpack_from(data, offset)
+            offset += _EVENT.size + length   # a watch on a file carries no name: length is 0
+            if mask & _IN_IGNORED:           # the cgroup went: nothing more will come
+                entry = self._by_wd.pop(wd, None)
+                if entry is not None:
+                    self._by_id.pop(entry[0], None)
+            elif wd in self._by_wd:
+                changed.add(wd)
+        for wd in changed:
+            if wd in self._by_wd:
+                self._check(wd)
+
+    def _check(self, wd: int) -> None:
+        container_id, path = self._by_wd[wd]
+        try:
+            with open(path) as f:
+                kills = oom_kills(f.read())
+        except OSError:
+            return   # removed meanwhile; IN_IGNORED follows
+        if kills:
+            self.forget(container_id)   # once is enough: the container is being killed
+            self._on_kill(container_id)
