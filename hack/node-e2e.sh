@@ -96,12 +96,15 @@ else
     done
     run_path=$PATH_DIR:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/local/go/bin
 fi
-kubelet_flags=(
-    # The suite's default SystemCgroups=/system would move every process of the machine.
-    --system-cgroups= --runtime-cgroups=
-    # Hosts like this one still mount cgroup v1 (hybrid).
-    --fail-cgroupv1=false
-)
+kubelet_flags=()
+if [[ ! -d /run/systemd/system ]]; then
+    # The suite's default SystemCgroups=/system would move every process of the machine;
+    # under systemd (the guest, upstream's VMs) the suite's system containers stay.
+    kubelet_flags+=(--system-cgroups= --runtime-cgroups=)
+fi
+if [[ ! -e /sys/fs/cgroup/cgroup.controllers ]]; then
+    kubelet_flags+=(--fail-cgroupv1=false)   # hosts like this one still mount cgroup v1 (hybrid)
+fi
 # As deploy/kubelet/10-criservice.conf sets it: pod stats, network included, from
 # criservice's ListPodSandboxStats (its pods have no sandbox process for cAdvisor). Given
 # to the suite, which passes it on to the kubelet and skips what does not apply with it

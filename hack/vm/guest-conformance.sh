@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The long runs on cgroup v2 under systemd, with the systemd cgroup driver, as real
 # nodes run them (too slow under emulation for CI; their results go into the README):
-#   hack/vm.sh run hack/vm/guest-conformance.sh [critest|kubelet]...   (default: both)
+#   hack/vm.sh run hack/vm/guest-conformance.sh [critest|kubelet|node]...   (default: all)
 #   critest  the whole critest suite (hack/critest.sh), reports in _out/critest-guest
 #   kubelet  the kubelet end-to-end run (hack/kubelet-e2e.sh) with cgroupDriver systemd,
 #            which the kubelet takes from criservice, and upstream's failCgroupV1: true
+#   node     the node conformance specs that need systemd as PID 1 (hack/node-e2e.sh
+#            --focus, its own criservice with the systemd driver), reports in
+#            _out/node-e2e-guest
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 runs=("$@")
-((${#runs[@]})) || runs=(critest kubelet)
+((${#runs[@]})) || runs=(critest kubelet node)
 start=$SECONDS
 step() { echo "=== guest: $* ($((SECONDS - start)) s)"; }
 
@@ -30,7 +33,11 @@ for run in "${runs[@]}"; do
         kubelet)
             step "the kubelet end-to-end run"
             KUBELET_E2E_REPORT_DIR=$ROOT/_out/kubelet-e2e-guest "$ROOT/hack/kubelet-e2e.sh" || status=1 ;;
-        *) echo "unknown run $run (critest or kubelet)"; status=2 ;;
+        node)
+            step "node conformance: the specs that need systemd"
+            E2E_CGROUP_DRIVER=systemd NODE_E2E_REPORT_DIR=$ROOT/_out/node-e2e-guest NODE_E2E_PARALLEL=1 \
+                "$ROOT/hack/node-e2e.sh" --focus "${NODE_E2E_GUEST_FOCUS:-PrivilegedPod|Summary API}" || status=1 ;;
+        *) echo "unknown run $run (critest, kubelet or node)"; status=2 ;;
     esac
 done
 step "done, status $status"
