@@ -188,6 +188,9 @@ class ContainerManager:
                                    systemd_cgroup=self.cgroup_driver == "systemd",
                                    conmon_cgroup=record.conmon_cgroups_path)
         crash_point("container.create.runtime")
+        # From now: its process may be killed as soon as it starts, and with systemd the
+        # scope (and the kill count in it) goes with that process.
+        self._watch_oom(record.id)
         stop_signal = container.stop_signal or image_input(image, "", "").stop_signal
         user = _process_user(spec)
         self.store.update(record.id, lambda r: dataclasses.replace(
@@ -240,6 +243,7 @@ class ContainerManager:
     async def _remove_parts(self, record: ContainerRecord) -> None:
         """The runtime's container (and its conmon), the root filesystem and image
         volumes, and the cgroup: every step is tried, then the first failure raised."""
+        self._oom.forget(record.id)
         runtime = self.runtimes.get(record.handler)
         steps: list[Callable[[], Awaitable[None]]] = []
         if runtime is not None:
@@ -387,6 +391,7 @@ class ContainerManager:
             watcher = self._watchers.pop(container_id, None)
             if watcher is not None:
                 watcher.cancel()
+            self._oom.forget(container_id)
             runtime = self.runtime_for(record.handler)
             await runtime.delete(container_id)
             crash_point("container.remove.runtime")

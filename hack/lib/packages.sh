@@ -12,4 +12,7 @@ PACKAGES=(
     conntrack
     # observability tests (a real Prometheus scrapes the daemon) and CheckpointContainer
     prometheus criu
+    # critest's AppArmor specs load their profiles with `sudo apparmor_parser`; they run
+    # where the kernel has AppArmor on (the guest's does, this host's does not)
+    sudo apparmor
 )
