@@ -11,6 +11,7 @@ daemon needs is in files:
     <state_dir>/c/<id>/conmon.pid   the daemonised conmon's pid (conmon -P)
     <state_dir>/c/<id>/pid          the container's init pid (conmon -p, i.e. runc --pid-file)
     <state_dir>/c/<id>/oom          empty; conmon's mark of an OOM event (in its working directory)
+    <state_dir>/c/<id>/runtime.log  what the runtime said while conmon ran it (JSON lines)
     <state_dir>/a/<name> -> bundle  conmon's link to the bundle; the attach socket is a/<name>/attach
     <state_dir>/x/                  pid and log files of running exec_sync calls
 
@@ -57,6 +58,7 @@ from runtime.oci.runtime import TIMED_OUT_EXIT_CODE, ContainerState, ExecResult,
 log = logging.getLogger("criservice.oci")
 
 RUNTIME_TIMEOUT = 60.0     # one runc/crun call other than create and exec
+RUNTIME_LOG = "runtime.log"
 KILL_WAIT = 10.0           # for the exit file after SIGKILL
 STATE_EXIT_GRACE = 2.0     # runc says stopped, conmon is still writing the exit file
 EXEC_KILL_GRACE = 5.0      # for runc exec to report the pid, or exit, once its process is killed
@@ -309,6 +311,9 @@ class RuncConmon(OCIRuntime):
                 "-c", container_id, "-u", record.attach_name, "-n", container_id,
                 "-b", record.bundle, "-r", self.runtime_path,
                 "--runtime-arg", f"--root={self.root}", "--runtime-arg", "--log-format=json",
+                # The runtime's own words go to a file of its own, not to the container's
+                # stderr and log (runc's systemd driver warns there about absent devices).
+                "--runtime-arg", f"--log={os.path.join(cdir, RUNTIME_LOG)}",
                 "-l", f"k8s-file:{record.log_path}", "--exit-dir", self.exit_dir,
                 "-P", os.path.join(cdir, "conmon.pid"), "-p", os.path.join(cdir, "pid"),
                 "--socket-dir-path", self.socket_dir, "--log-level", self.log_level]
@@ -482,8 +487,9 @@ class RuncConmon(OCIRuntime):
             raise OCIError(f"{self.name} create {container_id}: "
                            f"{line.decode(errors='replace').strip()}") from None
         if pid <= 0:
-            raise OCIError(f"{self.name} create {container_id}: "
-                           f"{_runtime_message(message) or conmon_err or 'failed without a message'}")
+            said = _runtime_message(message) or _runtime_message(
+                _read_text(os.path.join(self._dir(container_id), RUNTIME_LOG)) or "")
+            raise OCIError(f"{self.name} create {container_id}: {said or conmon_err or 'failed without a message'}")
         if conmon_err:
             log.debug("conmon wrote to stderr", extra={"fields": {"container": container_id,
                                                                   "stderr": conmon_err}})
