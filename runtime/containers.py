@@ -339,7 +339,7 @@ class ContainerManager:
             try:
                 oom = await asyncio.to_thread(cgroups.oom_killed, record.cgroups_path)
             except FileNotFoundError:
-                pass
+                oom = state.exit_code == 128 + signal.SIGKILL and self._oom.killed_in_parent(container_id)
         reason = "OOMKilled" if oom else ("Completed" if state.exit_code == 0 else "Error")
         # stop() and the exit watcher both come here when a stop makes the container
         # exit: the first to get past the awaits records the exit, once.

@@ -3,7 +3,10 @@
 The kernel marks a cgroup's memory.events modified (inotify IN_MODIFY) on every
 memory event. With the systemd driver a container's scope, and its memory.events
 with it, is removed as soon as its last process is gone, often before the exit is
-recorded: the kill count must be read while the container still runs. (With
+recorded: the kill count must be read while the container still runs. A process
+killed at once can take the scope with it before even that read; then the parent's
+memory.events, whose counters include its children's and which stays, tells: a kill
+there since the container was made, and the container killed by SIGKILL. (With
 cgroupfs the directory stays until the container is removed, and reading it at
 exit is enough; the watch costs one inotify watch per running container either way.)
 """
@@ -44,13 +47,16 @@ class OomWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_wd: dict[int, tuple[str, str]] = {}    # wd -> (container id, memory.events path)
         self._by_id: dict[str, int] = {}
+        self._parents: dict[str, tuple[str, int]] = {}  # container id -> (parent's memory.events, kills then)
 
     def watch(self, container_id: str, cgroup_dir: str) -> None:
         """Start watching (idempotent); a container whose cgroup is gone already is skipped.
         A kill that came before the watch is reported at once."""
-        if container_id in self._by_id:
+        if container_id in self._by_id or container_id in self._parents:
             return
         path = os.path.join(cgroup_dir, "memory.events")
+        parent = os.path.join(os.path.dirname(cgroup_dir.rstrip("/")), "memory.events")
+        self._parents[container_id] = (parent, _read_kills(parent) or 0)
         self._open()
         wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
         if wd < 0:
@@ -63,7 +69,15 @@ class OomWatch:
         self._by_id[container_id] = wd
         self._check(wd)
 
+    def killed_in_parent(self, container_id: str) -> bool:
+        """Whether the parent cgroup counted an OOM kill since the watch began: what is
+        left to tell once the container's own cgroup is gone."""
+        parent, before = self._parents.get(container_id, ("", 0))
+        now = _read_kills(parent) if parent else None
+        return now is not None and now > before
+
     def forget(self, container_id: str) -> None:
+        self._parents.pop(container_id, None)
         wd = self._by_id.pop(container_id, None)
         if wd is not None:
             self._by_wd.pop(wd, None)
@@ -74,7 +88,7 @@ class OomWatch:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._fd)
             os.close(self._fd)
-        self._fd, self._by_wd, self._by_id = -1, {}, {}
+        self._fd, self._by_wd, self._by_id, self._parents = -1, {}, {}, {}
 
     def _open(self) -> None:
         if self._fd >= 0:
@@ -90,28 +104,39 @@ class OomWatch:
             data = os.read(self._fd, 64 * 1024)
         except BlockingIOError:
             return
-        changed = set()
+        changed, gone = set(), set()
         offset = 0
         while offset + _EVENT.size <= len(data):
             wd, mask, _, length = _EVENT.unpack_from(data, offset)
             offset += _EVENT.size + length   # a watch on a file carries no name: length is 0
             if mask & _IN_IGNORED:           # the cgroup went: nothing more will come
-                entry = self._by_wd.pop(wd, None)
-                if entry is not None:
-                    self._by_id.pop(entry[0], None)
-            elif wd in self._by_wd:
+                gone.add(wd)
+            elif mask & _IN_MODIFY:
                 changed.add(wd)
+        # The changes first: a kill and the removal of its cgroup often come in one read.
         for wd in changed:
             if wd in self._by_wd:
                 self._check(wd)
+        for wd in gone:
+            entry = self._by_wd.pop(wd, None)
+            if entry is not None:
+                self._by_id.pop(entry[0], None)
 
     def _check(self, wd: int) -> None:
         container_id, path = self._by_wd[wd]
-        try:
-            with open(path) as f:
-                kills = oom_kills(f.read())
-        except OSError:
-            return   # removed meanwhile; IN_IGNORED follows
-        if kills:
-            self.forget(container_id)   # once is enough: the container is being killed
-            self._on_kill(container_id)
+        kills = _read_kills(path)
+        if kills is None:   # gone meanwhile (IN_IGNORED follows): the parent may still tell
+            if not self.killed_in_parent(container_id):
+                return
+        elif not kills:
+            return
+        self.forget(container_id)   # once is enough: the container is being killed
+        self._on_kill(container_id)
+
+
+def _read_kills(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return oom_kills(f.read())
+    except OSError:
+        return None

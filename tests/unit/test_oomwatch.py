@@ -54,3 +54,43 @@ async def test_a_kill_before_the_watch_counts_and_a_missing_cgroup_is_skipped(tm
         assert seen == ["early"]
     finally:
         watch.close()
+
+
+async def test_a_cgroup_gone_before_its_read_is_told_by_its_parent(tmp_path: Path) -> None:
+    """systemd removes a killed container's scope at once: the parent's counters, which
+    include their children's, say whether the kill was an OOM kill."""
+    parent = tmp_path / "pod.slice"
+    child = parent / "cri-x.scope"
+    child.mkdir(parents=True)
+    (parent / "memory.events").write_text(EVENTS.format(max=0, oom=0, kill=2))   # earlier kills
+    (child / "memory.events").write_text(EVENTS.format(max=0, oom=0, kill=0))
+    seen: list[str] = []
+    watch = OomWatch(seen.append)
+    try:
+        watch.watch("x", str(child))
+        assert not watch.killed_in_parent("x")
+        (parent / "memory.events").write_text(EVENTS.format(max=1, oom=1, kill=3))
+        (child / "memory.events").write_text(EVENTS.format(max=1, oom=1, kill=1))
+        (child / "memory.events").unlink()           # before the event loop reads it
+        await _settle()
+        assert seen == ["x"]
+    finally:
+        watch.close()
+
+
+async def test_without_a_kill_in_the_parent_a_vanished_cgroup_is_no_oom(tmp_path: Path) -> None:
+    parent = tmp_path / "pod.slice"
+    child = parent / "cri-y.scope"
+    child.mkdir(parents=True)
+    (parent / "memory.events").write_text(EVENTS.format(max=0, oom=0, kill=0))
+    (child / "memory.events").write_text(EVENTS.format(max=0, oom=0, kill=0))
+    seen: list[str] = []
+    watch = OomWatch(seen.append)
+    try:
+        watch.watch("y", str(child))
+        (child / "memory.events").write_text(EVENTS.format(max=4, oom=0, kill=0))
+        (child / "memory.events").unlink()
+        await _settle()
+        assert seen == [] and not watch.killed_in_parent("y")
+    finally:
+        watch.close()
