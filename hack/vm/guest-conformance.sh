@@ -2,6 +2,8 @@
 # The long runs on cgroup v2 under systemd, with the systemd cgroup driver, as real
 # nodes run them (too slow under emulation for CI; their results go into the README):
 #   hack/vm.sh run hack/vm/guest-conformance.sh [critest|kubelet|node]...   (default: all)
+# The test images come from the host registry's storage: run it after `hack/vm.sh test`,
+# which pushes them.
 #   critest  the whole critest suite (hack/critest.sh), reports in _out/critest-guest
 #   kubelet  the kubelet end-to-end run (hack/kubelet-e2e.sh) with cgroupDriver systemd,
 #            which the kubelet takes from criservice, and upstream's failCgroupV1: true
@@ -35,7 +37,8 @@ for run in "${runs[@]}"; do
             KUBELET_E2E_REPORT_DIR=$ROOT/_out/kubelet-e2e-guest "$ROOT/hack/kubelet-e2e.sh" || status=1 ;;
         node)
             step "node conformance: the specs that need systemd"
-            E2E_CGROUP_DRIVER=systemd NODE_E2E_REPORT_DIR=$ROOT/_out/node-e2e-guest NODE_E2E_PARALLEL=1 \
+            E2E_CGROUP_DRIVER=systemd E2E_IMAGES_PUSHED=1 NODE_E2E_REPORT_DIR=$ROOT/_out/node-e2e-guest \
+                NODE_E2E_PARALLEL=1 \
                 "$ROOT/hack/node-e2e.sh" --focus "${NODE_E2E_GUEST_FOCUS:-PrivilegedPod|Summary API}" || status=1 ;;
         *) echo "unknown run $run (critest, kubelet or node)"; status=2 ;;
     esac
