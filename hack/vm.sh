@@ -5,6 +5,10 @@
 #   hack/vm.sh run CMD...    boot the guest, run CMD as root in the checkout under its
 #                            systemd, power off; exits with CMD's status
 #   hack/vm.sh test          run the guest suite (hack/vm/guest-test.sh)
+#   hack/vm.sh conformance [critest|kubelet|node]...
+#                            the long runs with the systemd cgroup driver
+#                            (hack/vm/guest-conformance.sh); the test images are
+#                            pushed first, as for `test`
 #
 # The image: debootstrap of bookworm, then Debian's kernel, systemd and every package of
 # hack/lib/packages.sh installed in a chroot, a venv of the project's dependencies made
@@ -222,5 +226,6 @@ case ${1:-} in
     build) build ;;
     run) shift; (($#)) || die "usage: $0 run CMD..."; run "$@" ;;
     test) host_images; run hack/vm/guest-test.sh ;;
-    *) echo "usage: $0 build | run CMD... | test" >&2; exit 2 ;;
+    conformance) shift; host_images; run hack/vm/guest-conformance.sh "$@" ;;
+    *) echo "usage: $0 build | run CMD... | test | conformance [critest|kubelet|node]..." >&2; exit 2 ;;
 esac

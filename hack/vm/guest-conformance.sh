@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The long runs on cgroup v2 under systemd, with the systemd cgroup driver, as real
 # nodes run them (too slow under emulation for CI; their results go into the README):
-#   hack/vm.sh run hack/vm/guest-conformance.sh [critest|kubelet|node]...   (default: all)
-# The test images come from the host registry's storage: run it after `hack/vm.sh test`,
-# which pushes them.
+#   hack/vm.sh conformance [critest|kubelet|node]...   (default: all)
+# (hack/vm.sh pushes the test images into the host registry's storage first, which the
+# guest copies.)
 #   critest  the whole critest suite (hack/critest.sh), reports in _out/critest-guest
 #   kubelet  the kubelet end-to-end run (hack/kubelet-e2e.sh) with cgroupDriver systemd,
 #            which the kubelet takes from criservice, and upstream's failCgroupV1: true
