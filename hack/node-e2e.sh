@@ -102,6 +102,11 @@ if [[ ! -d /run/systemd/system ]]; then
     # under systemd (the guest, upstream's VMs) the suite's system containers stay.
     kubelet_flags+=(--system-cgroups= --runtime-cgroups=)
 fi
+if [[ -d /run/systemd/system && -e $WORK/env/criservice.pid ]]; then
+    # Under systemd the suite expects the runtime's system container, as upstream's jobs
+    # name containerd's unit: the cgroup criservice runs in.
+    kubelet_flags+=(--runtime-cgroups="$(awk -F: '$1 == "0" {print $3}' "/proc/$(cat "$WORK/env/criservice.pid")/cgroup")")
+fi
 if [[ ! -e /sys/fs/cgroup/cgroup.controllers ]]; then
     kubelet_flags+=(--fail-cgroupv1=false)   # hosts like this one still mount cgroup v1 (hybrid)
 fi
