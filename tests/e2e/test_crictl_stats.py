@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import time
+from typing import Any
 
 from tests.e2e.conftest import CRICTL, CRITEST
 from tests.e2e.conftest import BUSYBOX, Crictl
@@ -65,10 +66,18 @@ def test_crictl_metricdescs_and_metricsp(cri: Crictl) -> None:  # noqa: F811
     assert descs["container_memory_working_set_bytes"]["labelKeys"][:6] == [
         "container", "id", "image", "name", "namespace", "pod"]
     assert "interface" in descs["container_network_receive_bytes_total"]["labelKeys"]
-    time.sleep(1)
-    (mine,) = [p for p in json.loads(cri("metricsp"))["podMetrics"] if p["podSandboxId"] == pod]
-    values = {(c["containerId"], m["name"]): int(m["value"]["value"])
-              for c in mine["containerMetrics"] for m in c["metrics"]}
+
+    def sample() -> tuple[dict[str, Any], dict[tuple[str, str], int]]:
+        (mine,) = [p for p in json.loads(cri("metricsp"))["podMetrics"] if p["podSandboxId"] == pod]
+        return mine, {(c["containerId"], m["name"]): int(m["value"]["value"])
+                      for c in mine["containerMetrics"] for m in c["metrics"]}
+
+    # The filler allocates its 40 MiB in about a second; on a loaded machine it takes longer.
+    deadline = time.monotonic() + 20
+    mine, values = sample()
+    while values[(fill, "container_memory_working_set_bytes")] <= 40e6 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        mine, values = sample()
     assert values[(fill, "container_memory_working_set_bytes")] > 40e6
     assert values[(burn, "container_processes")] >= 1
     assert {m["name"] for m in mine["metrics"]} >= {"container_network_receive_bytes_total"}
