@@ -59,11 +59,21 @@ esac
 # bind-mounts it onto itself: what was not there before goes afterwards.
 KUBELET_ROOT=/var/lib/kubelet
 had_kubelet_root=$([[ -e $KUBELET_ROOT ]] && echo 1 || true)
+# The suite's kubelet makes its QoS and pod cgroups; the suite may end before its
+# housekeeping removed the last pod's: what was not there before goes afterwards.
+had_kubepods=$(compgen -G '/sys/fs/cgroup/*/kubepods' >/dev/null || [[ -e /sys/fs/cgroup/kubepods \
+    || -e /sys/fs/cgroup/kubepods.slice ]] && echo 1 || true)
 cleanup() {
     while read -r target; do umount -l "$target" 2>/dev/null || true
     done < <(awk -v dir="$KUBELET_ROOT" '$5 == dir || index($5, dir "/") == 1 {print $5}' /proc/self/mountinfo | tac)
     [[ -n $had_kubelet_root ]] || rm -rf --one-file-system "$KUBELET_ROOT"
     remove_kube_chains   # the suite's kubelet makes its iptables util chains
+    if [[ -z $had_kubepods ]]; then
+        if [[ -d /run/systemd/system ]]; then
+            systemctl stop kubepods.slice 2>/dev/null || true
+        fi
+        find /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
+    fi
     if [[ -z ${NODE_E2E_RUNTIME_ENDPOINT:-} ]]; then
         "$ROOT/hack/e2e-env.sh" down >/dev/null 2>&1 || true
     fi
