@@ -14,18 +14,14 @@ exit is enough; the watch costs one inotify watch per running container either w
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import logging
 import os
-import struct
 from collections.abc import Callable
 
-log = logging.getLogger("criservice.oom")
+from runtime.inotify import IN_IGNORED, IN_MODIFY, IN_Q_OVERFLOW, Inotify
 
-_IN_MODIFY = 0x00000002
-_IN_IGNORED = 0x00008000
-_EVENT = struct.Struct("iIII")   # wd, mask, cookie, len; then len bytes of name (none for a file)
+log = logging.getLogger("criservice.oom")
 
 
 def oom_kills(memory_events: str) -> int:
@@ -42,8 +38,7 @@ class OomWatch:
 
     def __init__(self, on_kill: Callable[[str], None]) -> None:
         self._on_kill = on_kill
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = -1
+        self._inotify: Inotify | None = None     # made with the first watch, in the event loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_wd: dict[int, tuple[str, str]] = {}    # wd -> (container id, memory.events path)
         self._by_id: dict[str, int] = {}
@@ -57,13 +52,12 @@ class OomWatch:
         path = os.path.join(cgroup_dir, "memory.events")
         parent = os.path.join(os.path.dirname(cgroup_dir.rstrip("/")), "memory.events")
         self._parents[container_id] = (parent, _read_kills(parent) or 0)
-        self._open()
-        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
-        if wd < 0:
-            err = ctypes.get_errno()
-            if err not in (errno.ENOENT, errno.ENOTDIR):
+        try:
+            wd = self._open().add_watch(path, IN_MODIFY)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR):
                 log.warning("cannot watch a container's memory events", extra={"fields": {
-                    "container": container_id, "path": path, "error": os.strerror(err)}})
+                    "container": container_id, "path": path, "error": str(e)}})
             return
         self._by_wd[wd] = (container_id, path)
         self._by_id[container_id] = wd
@@ -79,40 +73,34 @@ class OomWatch:
     def forget(self, container_id: str) -> None:
         self._parents.pop(container_id, None)
         wd = self._by_id.pop(container_id, None)
-        if wd is not None:
+        if wd is not None and self._inotify is not None:
             self._by_wd.pop(wd, None)
-            self._libc.inotify_rm_watch(self._fd, wd)   # fails harmlessly once the file went
+            self._inotify.rm_watch(wd)
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if self._inotify is not None:
             if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._fd)
-            os.close(self._fd)
-        self._fd, self._by_wd, self._by_id, self._parents = -1, {}, {}, {}
+                self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+        self._inotify, self._by_wd, self._by_id, self._parents = None, {}, {}, {}
 
-    def _open(self) -> None:
-        if self._fd >= 0:
-            return
-        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        self._fd, self._loop = fd, asyncio.get_running_loop()
-        self._loop.add_reader(fd, self._on_readable)
+    def _open(self) -> Inotify:
+        if self._inotify is None:
+            self._inotify, self._loop = Inotify(), asyncio.get_running_loop()
+            self._loop.add_reader(self._inotify.fd, self._on_readable)
+        return self._inotify
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 64 * 1024)
-        except BlockingIOError:
+        if self._inotify is None:
             return
         changed, gone = set(), set()
-        offset = 0
-        while offset + _EVENT.size <= len(data):
-            wd, mask, _, length = _EVENT.unpack_from(data, offset)
-            offset += _EVENT.size + length   # a watch on a file carries no name: length is 0
-            if mask & _IN_IGNORED:           # the cgroup went: nothing more will come
-                gone.add(wd)
-            elif mask & _IN_MODIFY:
-                changed.add(wd)
+        for event in self._inotify.read():
+            if event.mask & IN_Q_OVERFLOW:     # events were lost: every watch looks again
+                changed |= set(self._by_wd)
+            elif event.mask & IN_IGNORED:      # the cgroup went: nothing more will come
+                gone.add(event.wd)
+            elif event.mask & IN_MODIFY:
+                changed.add(event.wd)
         # The changes first: a kill and the removal of its cgroup often come in one read.
         for wd in changed:
             if wd in self._by_wd:

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import errno
-import os
-import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify
+
 T = TypeVar("T")
 
-_IN_CLOSE_WRITE = 0x00000008
-_IN_MOVED_TO = 0x00000080
-_IN_CREATE = 0x00000100
-_IN_Q_OVERFLOW = 0x00004000
-_IN_IGNORED = 0x00008000
-_IN_ONLYDIR = 0x01000000
-_WATCH_MASK = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_ONLYDIR
-_EVENT = struct.Struct("iIII")   # wd, mask, cookie, len; then len bytes of NUL-padded name
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
+_WATCH_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ONLYDIR
 
 
 class DirWatcher:
@@ -39,19 +23,17 @@ class DirWatcher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = _check(self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC), "inotify_init1")
+        self._inotify = Inotify()
         self._refs: dict[int, int] = {}
         self._waiters: dict[tuple[int, str], set[asyncio.Future[None]]] = {}
-        loop.add_reader(self._fd, self._on_readable)
+        loop.add_reader(self._inotify.fd, self._on_readable)
 
     def close(self) -> None:
-        if self._fd < 0:
+        if self._inotify.fd < 0:
             return
         if not self.loop.is_closed():
-            self.loop.remove_reader(self._fd)
-        os.close(self._fd)
-        self._fd = -1
+            self.loop.remove_reader(self._inotify.fd)
+        self._inotify.close()
 
     async def wait_until(self, directory: str, name: str, check: Callable[[], T | None], *,
                          deadline: float | None, until: asyncio.Future[Any] | None = None) -> T | None:
@@ -81,8 +63,7 @@ class DirWatcher:
             self._unwatch(wd)
 
     def _watch(self, directory: str) -> int:
-        wd = _check(self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _WATCH_MASK),
-                    f"inotify_add_watch {directory}")
+        wd = self._inotify.add_watch(directory, _WATCH_MASK)
         self._refs[wd] = self._refs.get(wd, 0) + 1
         return wd
 
@@ -92,10 +73,7 @@ class DirWatcher:
             self._refs[wd] = refs
             return
         self._refs.pop(wd, None)
-        if self._fd >= 0 and self._libc.inotify_rm_watch(self._fd, wd) < 0:
-            err = ctypes.get_errno()
-            if err != errno.EINVAL:   # EINVAL: the kernel dropped it already (directory removed)
-                raise OSError(err, f"inotify_rm_watch: {os.strerror(err)}")
+        self._inotify.rm_watch(wd)
 
     def _forget(self, key: tuple[int, str], woken: asyncio.Future[None]) -> None:
         waiters = self._waiters.get(key)
@@ -105,22 +83,13 @@ class DirWatcher:
                 del self._waiters[key]
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 65536)
-        except BlockingIOError:
-            return
-        offset = 0
-        while offset + _EVENT.size <= len(data):
-            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            start = offset + _EVENT.size
-            name = os.fsdecode(data[start:start + length].rstrip(b"\0"))
-            offset = start + length
-            if mask & _IN_Q_OVERFLOW:
+        for event in self._inotify.read():
+            if event.mask & IN_Q_OVERFLOW:
                 self._wake(None, None)   # events were lost: everyone looks again
-            elif mask & _IN_IGNORED:
-                self._wake(wd, None)     # the watch is gone (directory removed)
+            elif event.mask & IN_IGNORED:
+                self._wake(event.wd, None)   # the watch is gone (directory removed)
             else:
-                self._wake(wd, name)
+                self._wake(event.wd, event.name)
 
     def _wake(self, wd: int | None, name: str | None) -> None:
         """Wake the waiters for `name` in watch `wd`; None matches any."""
