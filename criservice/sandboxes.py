@@ -17,7 +17,7 @@ from criservice import convert
 from criservice.deps import Area
 from criservice.listing import ItemCache, chunks, selected
 from runtime import errors
-from runtime.records import SANDBOX_READY, SandboxRecord
+from runtime.records import SANDBOX_READY, SandboxRecord, SandboxStore
 
 def _state(record: SandboxRecord) -> pb.PodSandboxState:
     return pb.PodSandboxState.SANDBOX_READY if record.state == SANDBOX_READY else pb.PodSandboxState.SANDBOX_NOTREADY
@@ -31,8 +31,7 @@ def _metadata(record: SandboxRecord) -> pb.PodSandboxMetadata:
 def _details(record: SandboxRecord) -> dict[str, Any]:
     """What `crictl inspectp` shows beyond the status: the record's own fields."""
     out = dataclasses.asdict(record)
-    for key in ("id", "name", "namespace", "uid", "attempt", "state", "created_at", "handler", "config",
-                "labels", "annotations"):
+    for key in SandboxStore.columns:   # the status says those
         del out[key]
     return out
 

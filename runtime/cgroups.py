@@ -270,9 +270,12 @@ def scope_call(pid: int, cgroups_path: str) -> list[str]:
             "0"]
 
 
-def process_cgroup(pid: int) -> str:
-    """The cgroup of a process on the v2 hierarchy (or, on v1, of its first listed one)."""
+def process_cgroup(pid: int | str = "self") -> str:
+    """A process's cgroup as systemd sees it: on the v2 hierarchy, else (pure v1) in
+    systemd's named one; "" when it is in neither."""
     with open(f"/proc/{pid}/cgroup") as f:
-        lines = f.read().splitlines()
-    unified = [ln for ln in lines if ln.startswith("0::")]
-    return (unified or lines)[0].split(":", 2)[2]
+        entries = [line.rstrip("\n").split(":", 2) for line in f]
+    unified = next((path for hierarchy, _, path in entries if hierarchy == "0"), None)
+    if unified is not None:
+        return unified
+    return next((path for _, names, path in entries if names == "name=systemd"), "")

@@ -29,6 +29,7 @@ from runtime import errors
 from runtime.oci.specinput import ResourcesInput
 from runtime.podspec import PodSpec
 from runtime.state import StateDB, StateError
+
 SANDBOX_READY = "ready"
 SANDBOX_NOTREADY = "notready"
 
@@ -59,7 +60,7 @@ class SandboxRecord:
     state: str
     created_at: int
     handler: str                        # the runtime handler its containers run with
-    config: bytes                       # the CRI PodSandboxConfig as the face serialised it, for inspection
+    config: bytes                       # the CRI PodSandboxConfig as asked, kept for later formats to derive from
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     pod: PodSpec = PodSpec()            # what RunPodSandbox asked for, converted once

@@ -444,7 +444,12 @@ class RuncConmon(OCIRuntime):
         proc = await asyncio.create_subprocess_exec(*cgroups.scope_call(pid, cgroup), stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.PIPE)
-        _, err = await asyncio.wait_for(proc.communicate(), RUNTIME_TIMEOUT)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), RUNTIME_TIMEOUT)
+        finally:
+            if proc.returncode is None:   # timed out or cancelled: no busctl is left behind
+                proc.kill()
+                await proc.wait()
         if proc.returncode != 0:
             raise OCIError(f"busctl StartTransientUnit: {err.decode(errors='replace').strip()}")
         # systemd moves the process when the unit's job runs: wait for that.

@@ -163,8 +163,7 @@ def _swap_controller(v2: bool) -> bool:
     if not v2:
         return os.path.exists(os.path.join(cgroups.CGROUP_ROOT, "memory", "memory.memsw.limit_in_bytes"))
     # The root cgroup has no memory.swap.max: look where this process lives.
-    with open("/proc/self/cgroup") as f:
-        own = next((line.rstrip("\n").split(":", 2)[2] for line in f if line.startswith("0::")), "/")
+    own = cgroups.process_cgroup() or "/"
     return os.path.exists(os.path.join(cgroups.CGROUP_ROOT, own.lstrip("/"), "memory.swap.max"))
 
 
